@@ -169,10 +169,7 @@ fn hash_key(key: &[u8]) -> u64 {
 
 /// A key as the cache stores it: short keys inline, long ones on the heap.
 enum StoredKey {
-    Inline {
-        len: u8,
-        bytes: [u8; KEY_INLINE_LEN_MAX],
-    },
+    Inline { len: u8, bytes: [u8; KEY_INLINE_LEN_MAX] },
     Heap(Box<[u8]>),
 }
 
@@ -181,10 +178,7 @@ impl StoredKey {
         if key.len() <= KEY_INLINE_LEN_MAX {
             let mut bytes = [0; KEY_INLINE_LEN_MAX];
             bytes[..key.len()].copy_from_slice(key);
-            Self::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
+            Self::Inline { len: key.len() as u8, bytes }
         } else {
             Self::Heap(key.into())
         }
@@ -228,15 +222,8 @@ struct Entry {
 impl Entry {
     fn vacant(next_free: u32) -> Self {
         Self {
-            key: StoredKey::Inline {
-                len: 0,
-                bytes: [0; KEY_INLINE_LEN_MAX],
-            },
-            value: CachedValue {
-                value: Bytes::new(),
-                version: 0,
-                expiry_ms: 0,
-            },
+            key: StoredKey::Inline { len: 0, bytes: [0; KEY_INLINE_LEN_MAX] },
+            value: CachedValue { value: Bytes::new(), version: 0, expiry_ms: 0 },
             hash: 0,
             newer: next_free,
             older: NIL,
@@ -259,11 +246,7 @@ struct Fifo {
 }
 
 impl Fifo {
-    const EMPTY: Self = Self {
-        newest: NIL,
-        oldest: NIL,
-        len: 0,
-    };
+    const EMPTY: Self = Self { newest: NIL, oldest: NIL, len: 0 };
 }
 
 /// The hot-value cache of one shard; see the module docs for the policy.
@@ -357,9 +340,7 @@ impl HotCache {
         }
         let hash = hash_key(key);
         let entries = &self.entries;
-        self.table
-            .find(hash, |e| entries[e as usize].key.as_slice() == key)
-            .map(|(pos, entry)| (hash, pos, entry))
+        self.table.find(hash, |e| entries[e as usize].key.as_slice() == key).map(|(pos, entry)| (hash, pos, entry))
     }
 
     /// The cached value for `key`, counting the read toward keeping it.
@@ -392,8 +373,7 @@ impl HotCache {
     /// The cached value for `key`, without counting a read or a hit (for the
     /// engine's own checks, e.g. comparing versions before a write).
     pub fn peek(&self, key: &[u8]) -> Option<&CachedValue> {
-        self.find(key)
-            .map(|(_, _, entry)| &self.entries[entry as usize].value)
+        self.find(key).map(|(_, _, entry)| &self.entries[entry as usize].value)
     }
 
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -422,11 +402,7 @@ impl HotCache {
         let (hash, place, freq) = replaced.unwrap_or_else(|| {
             let hash = hash_key(key);
             // A ghost was evicted from the small queue unread, too early.
-            let place = if self.ghost.take(hash) {
-                Place::Main
-            } else {
-                Place::Small
-            };
+            let place = if self.ghost.take(hash) { Place::Main } else { Place::Small };
             (hash, place, 0)
         });
         while self.bytes + charge > self.budget_bytes || self.len() >= self.entries_max {
@@ -434,15 +410,7 @@ impl HotCache {
                 break;
             }
         }
-        let entry = self.alloc(Entry {
-            key: StoredKey::new(key),
-            value,
-            hash,
-            newer: NIL,
-            older: NIL,
-            freq,
-            place,
-        });
+        let entry = self.alloc(Entry { key: StoredKey::new(key), value, hash, newer: NIL, older: NIL, freq, place });
         self.push_newest(entry);
         self.table.insert(hash, entry);
         self.bytes += charge;
@@ -466,16 +434,9 @@ impl HotCache {
 
     /// Drops every entry and every ghost; the counters and budget stay.
     pub fn clear(&mut self) {
-        let (hits, misses, inserts, evictions) =
-            (self.hits, self.misses, self.inserts, self.evictions);
-        *self = Self {
-            entries_max: self.entries_max,
-            hits,
-            misses,
-            inserts,
-            evictions,
-            ..Self::new(self.budget_bytes)
-        };
+        let (hits, misses, inserts, evictions) = (self.hits, self.misses, self.inserts, self.evictions);
+        *self =
+            Self { entries_max: self.entries_max, hits, misses, inserts, evictions, ..Self::new(self.budget_bytes) };
     }
 
     /// Changes the budget; a smaller one evicts at once, and gives back the
@@ -590,10 +551,7 @@ impl HotCache {
         let share = self.budget_bytes / SMALL_QUEUE_DIVISOR;
         for _ in 0..EVICT_SCAN_MAX {
             let entry = self.small.oldest;
-            if self.small_bytes <= share
-                || entry == NIL
-                || self.entries[entry as usize].freq < PROMOTE_FREQ_MIN
-            {
+            if self.small_bytes <= share || entry == NIL || self.entries[entry as usize].freq < PROMOTE_FREQ_MIN {
                 return;
             }
             self.promote(entry);
@@ -676,8 +634,7 @@ impl HotCache {
     fn compact(&mut self) {
         let live = self.len();
         let slab_oversized = self.entries.len() > 2 * live;
-        let table_oversized =
-            self.table.slots_len() > Table::with_capacity_for(live).slots_len() * 2;
+        let table_oversized = self.table.slots_len() > Table::with_capacity_for(live).slots_len() * 2;
         if !slab_oversized && !table_oversized {
             return;
         }
@@ -686,10 +643,7 @@ impl HotCache {
             let mut entry = self.fifo(place).oldest;
             while entry != NIL {
                 let next = self.entries[entry as usize].newer;
-                moved.push(std::mem::replace(
-                    &mut self.entries[entry as usize],
-                    Entry::vacant(NIL),
-                ));
+                moved.push(std::mem::replace(&mut self.entries[entry as usize], Entry::vacant(NIL)));
                 entry = next;
             }
         }

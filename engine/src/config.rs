@@ -87,7 +87,7 @@ impl EngineConfig {
         if self.segment_bytes < segment_min || self.segment_bytes > SEGMENT_LEN_MAX {
             return Err(format!("segment_bytes {} is outside {segment_min}..={SEGMENT_LEN_MAX}", self.segment_bytes));
         }
-        if self.segment_bytes % 4096 != 0 {
+        if !self.segment_bytes.is_multiple_of(4096) {
             return Err(format!("segment_bytes {} is not a multiple of 4096", self.segment_bytes));
         }
         if !(0.0..=1.0).contains(&self.compaction_garbage_ratio) || self.compaction_garbage_ratio.is_nan() {

@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::poll_fn;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -119,6 +119,9 @@ impl Drop for FpGuard {
     }
 }
 
+/// The background task preparing the next segment.
+pub(crate) type SpareTask<S> = Task<std::io::Result<Segment<<S as Storage>::File>>>;
+
 /// The shared state of one engine: owned by [`Engine`] and its tasks.
 pub(crate) struct Inner<S: Storage> {
     pub storage: S,
@@ -130,11 +133,17 @@ pub(crate) struct Inner<S: Storage> {
     pub queue: RefCell<VecDeque<WriteOp>>,
     pub committer_waker: RefCell<Option<Waker>>,
     pub inflight: Rc<RefCell<HashMap<u64, Vec<Waker>>>>,
-    pub spare: RefCell<Option<Task<std::io::Result<Segment<S::File>>>>>,
+    pub spare: RefCell<Option<SpareTask<S>>>,
     pub background_queue: TaskQueueHandle,
     pub closing: Cell<bool>,
     pub fenced: RefCell<Option<String>>,
     pub counters: Counters,
+    /// The index file; its crash-safe snapshot is [`snapshot_path`] of it.
+    pub index_path: PathBuf,
+    /// One checkpoint at a time, so snapshots land in order.
+    pub checkpoint_lock: glommio::sync::Semaphore,
+    /// The background checkpoint queued or running, if any.
+    pub checkpoint_task: RefCell<Option<Task<()>>>,
 }
 
 impl<S: Storage> std::fmt::Debug for Inner<S> {
@@ -371,6 +380,10 @@ impl<S: Storage> Engine<S> {
         if let Some(t) = spare {
             let _ = t.await;
         }
+        let checkpoint = inner.checkpoint_task.borrow_mut().take();
+        if let Some(t) = checkpoint {
+            t.await;
+        }
         inner
     }
 }
@@ -388,6 +401,29 @@ impl<S: Storage> Drop for Engine<S> {
             t.detach();
         }
     }
+}
+
+/// Where the crash-safe copy of the index at `index_path` lives.
+pub(crate) fn snapshot_path(index_path: &Path) -> PathBuf {
+    let mut name = index_path.as_os_str().to_owned();
+    name.push(".snap");
+    PathBuf::from(name)
+}
+
+/// Writes `image` to `path` atomically and durably: a temporary file, synced,
+/// renamed over the old snapshot, and the directory synced.
+fn write_snapshot(path: &Path, image: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(image)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 thread_local! {
@@ -641,16 +677,61 @@ impl<S: Storage> Inner<S> {
         Err(EngineError::Closed("read kept racing compaction".into()))
     }
 
-    /// Flushes the index and records the log position it reflects.
+    /// Records the log position the index reflects, durably. When `clean`
+    /// (close), the index file itself is flushed and marked clean, so the next
+    /// open reads no log. Otherwise a consistent copy of the index is written
+    /// to its snapshot file: a crash can catch the mapped file half-way through
+    /// a change, so an unclean open starts from the snapshot and replays the
+    /// log after its checkpoint.
     pub(crate) async fn checkpoint(&self, clean: bool) -> Result<()> {
+        let _turn = self.checkpoint_lock.acquire_permit(1).await.map_err(|e| EngineError::Closed(e.to_string()))?;
         let cp = self.log.borrow().applied;
-        let mut index = self.index.borrow_mut();
-        index.set_checkpoint(cp, clean);
-        index.flush()?;
-        drop(index);
+        if clean {
+            let mut index = self.index.borrow_mut();
+            index.set_checkpoint(cp, true);
+            index.flush()?;
+        } else {
+            // Position and image are taken together, with no await between.
+            let image = {
+                let mut index = self.index.borrow_mut();
+                index.set_checkpoint(cp, false);
+                index.snapshot_image()
+            };
+            let path = snapshot_path(&self.index_path);
+            glommio::executor()
+                .spawn_blocking(move || write_snapshot(&path, &image))
+                .await
+                .map_err(io_err("write index snapshot"))?;
+        }
         self.log.borrow_mut().bytes_since_checkpoint = 0;
         bump(&self.counters.checkpoints, 1);
         Ok(())
+    }
+
+    /// A checkpoint that the caller does not wait for: it only bounds how much
+    /// log a crash replays. At most one is queued.
+    pub(crate) fn checkpoint_in_background(self: &Rc<Self>) {
+        if self.checkpoint_task.borrow().is_some() || self.closing.get() {
+            return;
+        }
+        let this = self.clone();
+        let task = glommio::spawn_local_into(
+            async move {
+                if let Err(e) = this.checkpoint(false).await {
+                    tracing::warn!(error = %e, "background checkpoint failed; replay after a crash will be longer");
+                }
+                // Done: let go of our own handle (detached, not cancelled).
+                let own = this.checkpoint_task.borrow_mut().take();
+                if let Some(t) = own {
+                    drop(t.detach());
+                }
+            },
+            self.background_queue,
+        );
+        match task {
+            Ok(t) => *self.checkpoint_task.borrow_mut() = Some(t),
+            Err(e) => tracing::warn!(error = %e, "cannot spawn a background checkpoint"),
+        }
     }
 
     async fn interval_sync_loop(self: Rc<Self>, interval_ms: u64) {

@@ -25,9 +25,9 @@ use glommio::TaskQueueHandle;
 
 use crate::cache::HotCache;
 use crate::config::EngineConfig;
-use crate::engine::Inner;
+use crate::engine::{snapshot_path, Inner};
 use crate::error::{io_err, Result};
-use crate::index::{fingerprint, Checkpoint, Entry, Index, IndexError, Loc};
+use crate::index::{fingerprint, Checkpoint, Entry, Index, IndexError, IndexOpen, Loc};
 use crate::io::{Storage, StorageFile};
 use crate::record::{self, DecodeError, RecordKind, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::segments::{self, align_down, Segment};
@@ -244,15 +244,7 @@ pub(crate) async fn open<S: Storage>(
         }
     }
 
-    let (mut index, index_state) = match Index::open(index_path) {
-        Ok((index, st)) => (index, Some(st)),
-        Err(IndexError::Corrupt { reason }) => {
-            tracing::warn!(reason = %reason, "index unusable; rebuilding it from the log");
-            report.index_rebuilt = true;
-            (Index::create(index_path)?, None)
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (mut index, index_state) = open_index(index_path, &mut report)?;
 
     let counters = Counters::default();
     let last_id = found.last().map(|f| f.id);
@@ -265,41 +257,42 @@ pub(crate) async fn open<S: Storage>(
         _ => None,
     };
 
-    // Where each segment's records end, and whether the tail was torn.
-    let mut ends: HashMap<u32, u64> = HashMap::new();
-    let mut torn = false;
-    let mut tail_id = None;
-    if let Some(cp) = clean_start {
-        report.clean = true;
-        ends.insert(cp.segment, cp.offset);
-        tail_id = Some(cp.segment);
-    } else {
-        let from = match &index_state {
-            Some(st) if found.iter().any(|f| f.id == st.checkpoint.segment) => st.checkpoint,
-            _ => {
-                if !report.index_rebuilt && index_state.is_some() && !index.is_empty() {
-                    // The checkpoint names no segment we have: trust nothing.
-                    index = Index::create(index_path)?;
-                    report.index_rebuilt = true;
-                }
-                Checkpoint { segment: 0, offset: 0 }
-            }
-        };
-        let outcome = replay(&found, &mut index, from, &mut report).await?;
-        ends = outcome.ends;
-        torn = outcome.torn;
-        tail_id = outcome.tail_id;
-        if !index_consistent(&index, &found, &ends) {
-            tracing::warn!("index points past the log after replay; rebuilding it from the whole log");
-            index = Index::create(index_path)?;
-            report.index_rebuilt = true;
-            report.corrupt.clear();
-            let outcome = replay(&found, &mut index, Checkpoint::default(), &mut report).await?;
-            ends = outcome.ends;
-            torn = outcome.torn;
-            tail_id = outcome.tail_id;
+    // Where each segment's records end, whether the tail was torn, and which
+    // segment holds the last records.
+    let (ends, torn, tail_id) = match clean_start {
+        Some(cp) => {
+            report.clean = true;
+            (HashMap::from([(cp.segment, cp.offset)]), false, Some(cp.segment))
         }
-    }
+        None => {
+            // Replay from the checkpoint if it names a place in the log we
+            // have; otherwise (the log was cut or lost behind the index's
+            // back) trust nothing in the index.
+            let from = match &index_state {
+                Some(st)
+                    if found.iter().any(|f| f.id == st.checkpoint.segment && st.checkpoint.offset <= f.file_len) =>
+                {
+                    st.checkpoint
+                }
+                _ => {
+                    if !report.index_rebuilt && !index.is_empty() {
+                        index = Index::create(index_path)?;
+                        report.index_rebuilt = true;
+                    }
+                    Checkpoint::default()
+                }
+            };
+            let mut outcome = replay(&found, &mut index, from, &mut report).await?;
+            if !index_consistent(&index, &found, &outcome.ends) {
+                tracing::warn!("index points past the log after replay; rebuilding it from the whole log");
+                index = Index::create(index_path)?;
+                report.index_rebuilt = true;
+                report.corrupt.clear();
+                outcome = replay(&found, &mut index, Checkpoint::default(), &mut report).await?;
+            }
+            (outcome.ends, outcome.torn, outcome.tail_id)
+        }
+    };
 
     // Decide the active segment: the tail, unless it is sealed or torn.
     let mut segs: BTreeMap<u32, Rc<Segment<S::File>>> = BTreeMap::new();
@@ -394,12 +387,41 @@ pub(crate) async fn open<S: Storage>(
         closing: Cell::new(false),
         fenced: RefCell::new(None),
         counters,
+        index_path: index_path.to_path_buf(),
+        checkpoint_lock: glommio::sync::Semaphore::new(1),
+        checkpoint_task: RefCell::new(None),
     };
     bump(&inner.counters.corrupt_records, report.corrupt.len() as u64);
     if !report.clean {
         inner.checkpoint(false).await?;
     }
     Ok((inner, report))
+}
+
+/// The index to start from, and what it reflects (`None`: empty, rebuild
+/// from the whole log). A cleanly closed index file is used as it is. After a
+/// crash the mapped file may be caught half-way through a change, so it is
+/// replaced by the last snapshot, whose checkpoint says where replay starts.
+fn open_index(index_path: &Path, report: &mut RecoveryReport) -> Result<(Index, Option<IndexOpen>)> {
+    let existed = index_path.exists();
+    match Index::open(index_path) {
+        Ok((index, st)) if st.clean_shutdown => return Ok((index, Some(st))),
+        Ok(_) | Err(IndexError::Corrupt { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let snapshot = snapshot_path(index_path);
+    if snapshot.exists() {
+        std::fs::copy(&snapshot, index_path).map_err(io_err("restore index snapshot"))?;
+        match Index::open(index_path) {
+            Ok((index, st)) => return Ok((index, Some(st))),
+            Err(IndexError::Corrupt { reason }) => {
+                tracing::warn!(reason = %reason, "index snapshot unusable; rebuilding the index from the log");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    report.index_rebuilt = existed;
+    Ok((Index::create(index_path)?, None))
 }
 
 /// True when the file holds nothing but zeros after its first block.

@@ -407,3 +407,94 @@ fn a_failed_fsync_is_never_acknowledged() {
         e.close().await.unwrap();
     });
 }
+
+/// Waits (yielding to the executor, never sleeping blindly) until `done`
+/// holds, failing after `deadline`.
+async fn wait_until(what: &str, deadline: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn interval_durability_acknowledges_before_fsync_and_syncs_on_its_timer() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig { durability: Durability::Interval { interval_ms: 20 }, ..small_config() };
+        let e = open(dir.path(), config).await;
+        let syncs_at_start = e.stats().fsyncs;
+        for i in 0..50u64 {
+            e.put(format!("k{i}").as_bytes(), value(i, 1000), i + 1, 0).await.unwrap();
+        }
+        // Acknowledged without one fdatasync each...
+        assert!(e.stats().fsyncs - syncs_at_start < 50, "{} fsyncs for 50 puts", e.stats().fsyncs);
+        // ...and the timer syncs them soon after.
+        let before = e.stats().fsyncs;
+        wait_until("the interval fsync", std::time::Duration::from_secs(10), || e.stats().fsyncs > before).await;
+        e.abandon().await;
+        let e = open(dir.path(), small_config()).await;
+        for i in 0..50u64 {
+            assert_eq!(e.get(format!("k{i}").as_bytes()).await.unwrap().unwrap().value, value(i, 1000));
+        }
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn none_durability_never_fsyncs_a_write_and_survives_a_process_stop() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig { durability: Durability::None, ..small_config() };
+        let e = open(dir.path(), config).await;
+        let syncs_at_start = e.stats().fsyncs;
+        for i in 0..50u64 {
+            e.put(format!("k{i}").as_bytes(), value(i, 1000), i + 1, 0).await.unwrap();
+        }
+        assert_eq!(e.stats().fsyncs, syncs_at_start, "no write waited for an fsync");
+        // A process that stops without closing loses nothing the kernel has:
+        // O_DIRECT writes reached the device.
+        e.abandon().await;
+        let e = open(dir.path(), small_config()).await;
+        assert!(!e.recovery_report().clean);
+        for i in 0..50u64 {
+            assert_eq!(e.get(format!("k{i}").as_bytes()).await.unwrap().unwrap().value, value(i, 1000));
+        }
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_the_field_named() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(EngineConfig, &str); 5] = [
+            (EngineConfig { segment_bytes: 1000, ..small_config() }, "segment_bytes"),
+            (EngineConfig { segment_bytes: (1 << 30) + 4096, ..small_config() }, "segment_bytes"),
+            (EngineConfig { max_value_bytes: usize::MAX, ..small_config() }, "max_value_bytes"),
+            (EngineConfig { compaction_garbage_ratio: 1.5, ..small_config() }, "compaction_garbage_ratio"),
+            (EngineConfig { durability: Durability::Interval { interval_ms: 0 }, ..small_config() }, "interval_ms"),
+        ];
+        for (config, field) in cases {
+            let storage = DmaStorage::open_dir(&dir.path().join("log")).await.unwrap();
+            let err = Engine::open(storage, &dir.path().join("index.map"), config).await.unwrap_err();
+            assert!(matches!(&err, EngineError::Config(m) if m.contains(field)), "{err}");
+        }
+    });
+}
+
+#[test]
+fn chunked_value_length_limit_at_and_beyond() {
+    use opticache_engine::limits::CHUNKED_VALUE_LEN_MAX;
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path(), small_config()).await;
+        let w = e.put_chunked(b"huge", CHUNKED_VALUE_LEN_MAX, 1, 0).await.expect("at the limit");
+        drop(w);
+        let err = e.put_chunked(b"huge", CHUNKED_VALUE_LEN_MAX + 1, 2, 0).await.unwrap_err();
+        assert!(matches!(err, EngineError::ValueTooLarge { len, .. } if len == CHUNKED_VALUE_LEN_MAX + 1), "{err}");
+        assert_eq!(e.get(b"huge").await.unwrap(), None);
+        e.close().await.unwrap();
+    });
+}

@@ -120,10 +120,7 @@ async fn run_ops(ops: Vec<Op>) {
     let mut storage = CrashStorage::new();
     let mut engine = Engine::open(storage.clone(), &index_path, config()).await.expect("open");
     let mut model: HashMap<u8, ModelKey> = HashMap::new();
-    let mut clock = 1u64;
-    for op in ops {
-        clock += 1;
-        let version = clock;
+    for (version, op) in (2u64..).zip(ops) {
         match op {
             Op::Put { key, len, expired } => {
                 let v = value_bytes(key, version, len);
@@ -195,7 +192,9 @@ async fn run_ops(ops: Vec<Op>) {
                 engine.abandon().await;
                 storage = storage.crash(seed);
                 if lose_index {
+                    // Both the mapped index and its snapshot: a rebuild from the log.
                     let _ = std::fs::remove_file(&index_path);
+                    let _ = std::fs::remove_file(dir.path().join("index.map.snap"));
                 }
                 engine = Engine::open(storage.clone(), &index_path, config()).await.expect("reopen after crash");
                 assert!(engine.recovery_report().corrupt.is_empty(), "{:?}", engine.recovery_report());

@@ -20,9 +20,5 @@ fuzz_target!(|data: &[u8]| {
     assert!(summary.partition_count >= 1);
     assert!(summary.partition_count as usize <= PARTITIONS_MAX);
     assert!(summary.global_depth <= DIR_DEPTH_MAX);
-    assert_eq!(
-        Index::check_image(data).ok(),
-        Some(summary),
-        "check_image must be deterministic"
-    );
+    assert_eq!(Index::check_image(data).ok(), Some(summary), "check_image must be deterministic");
 });

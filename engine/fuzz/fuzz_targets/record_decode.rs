@@ -18,8 +18,8 @@
 use libfuzzer_sys::fuzz_target;
 use opticache_engine::limits::KEY_LEN_MAX;
 use opticache_engine::record::{
-    self, DecodeError, RecordKind, SegmentHeader, SegmentHeaderError, RECORD_ALIGN,
-    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    self, DecodeError, RecordKind, SegmentHeader, SegmentHeaderError, RECORD_ALIGN, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,8 +30,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn check_record_decode(data: &[u8]) {
     let header = record::decode_header(data);
-    let zero_header =
-        data.len() >= RECORD_HEADER_LEN && data[..RECORD_HEADER_LEN].iter().all(|&b| b == 0);
+    let zero_header = data.len() >= RECORD_HEADER_LEN && data[..RECORD_HEADER_LEN].iter().all(|&b| b == 0);
     assert_eq!(
         header == Err(DecodeError::Empty),
         zero_header,
@@ -46,16 +45,9 @@ fn check_record_decode(data: &[u8]) {
             assert_eq!(header, Ok(rec.header), "decode and decode_header disagree");
             assert!(rec.encoded_len <= data.len());
             assert_eq!(rec.encoded_len % RECORD_ALIGN, 0);
-            assert_eq!(
-                rec.encoded_len,
-                record::encoded_len(rec.key.len(), rec.value.len())
-            );
+            assert_eq!(rec.encoded_len, record::encoded_len(rec.key.len(), rec.value.len()));
             assert_eq!(rec.header.encoded_len(), rec.encoded_len);
-            assert!(record::lengths_valid(
-                rec.header.kind,
-                rec.key.len(),
-                rec.value.len()
-            ));
+            assert!(record::lengths_valid(rec.header.kind, rec.key.len(), rec.value.len()));
             let mut again = vec![0xA5; rec.encoded_len];
             let n = record::encode_into(
                 &mut again,
@@ -66,11 +58,7 @@ fn check_record_decode(data: &[u8]) {
                 rec.header.expiry_ms,
             );
             assert_eq!(n, rec.encoded_len);
-            assert_eq!(
-                &again[..],
-                &data[..n],
-                "a decoded record must re-encode to its own bytes"
-            );
+            assert_eq!(&again[..], &data[..n], "a decoded record must re-encode to its own bytes");
         }
         Err(err) => {
             // decode runs decode_header first: if the header is bad, both
@@ -125,11 +113,7 @@ fn check_encode_round_trip(data: &[u8]) {
         return;
     }
     let (key, value) = rest.split_at(key_len);
-    let value = if kind == RecordKind::Delete {
-        &[][..]
-    } else {
-        value
-    };
+    let value = if kind == RecordKind::Delete { &[][..] } else { value };
     let mut version = [0u8; 8];
     version.copy_from_slice(&head[3..11]);
     let mut expiry = [0u8; 8];
@@ -145,9 +129,6 @@ fn check_encode_round_trip(data: &[u8]) {
     let rec = record::decode(&buf).expect("an encoded record decodes");
     assert_eq!(rec.header.kind, kind);
     assert_eq!((rec.key, rec.value), (key, value));
-    assert_eq!(
-        (rec.header.version, rec.header.expiry_ms),
-        (version, expiry_ms)
-    );
+    assert_eq!((rec.header.version, rec.header.expiry_ms), (version, expiry_ms));
     assert_eq!(rec.encoded_len, n);
 }

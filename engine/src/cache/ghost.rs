@@ -54,11 +54,7 @@ pub(super) struct Ghost {
 
 impl Ghost {
     pub(super) fn new() -> Self {
-        Self {
-            ring: VecDeque::new(),
-            front_seq: 0,
-            live: HashMap::default(),
-        }
+        Self { ring: VecDeque::new(), front_seq: 0, live: HashMap::default() }
     }
 
     /// How many hashes are in effect.

@@ -45,14 +45,8 @@ pub(super) struct Table {
 impl Table {
     /// A table that can hold `entries` without growing.
     pub(super) fn with_capacity_for(entries: usize) -> Self {
-        let slots_len = entries
-            .saturating_mul(LOAD_DIVISOR)
-            .max(SLOTS_MIN)
-            .next_power_of_two();
-        Self {
-            slots: vec![EMPTY; slots_len].into_boxed_slice(),
-            used: 0,
-        }
+        let slots_len = entries.saturating_mul(LOAD_DIVISOR).max(SLOTS_MIN).next_power_of_two();
+        Self { slots: vec![EMPTY; slots_len].into_boxed_slice(), used: 0 }
     }
 
     #[cfg(test)]
@@ -93,11 +87,7 @@ impl Table {
     /// comparison, done by the caller who owns the entries) holds. Returns
     /// the slot position and the entry number.
     #[inline]
-    pub(super) fn find(
-        &self,
-        hash: u64,
-        mut is_key: impl FnMut(u32) -> bool,
-    ) -> Option<(usize, u32)> {
+    pub(super) fn find(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
         let hash32 = hash as u32;
         let mask = self.mask();
         let mut pos = self.home(hash32);
@@ -184,11 +174,7 @@ impl Table {
     /// Every `(hash_lo32, entry)` in the table, for invariant checks.
     #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.slots
-            .iter()
-            .copied()
-            .filter(|&s| s != EMPTY)
-            .map(|s| (Self::slot_hash32(s), Self::slot_entry(s)))
+        self.slots.iter().copied().filter(|&s| s != EMPTY).map(|s| (Self::slot_hash32(s), Self::slot_entry(s)))
     }
 }
 

@@ -7,11 +7,7 @@ use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 fn value(version: u64, len: usize) -> CachedValue {
-    CachedValue {
-        value: Bytes::from(vec![version as u8; len]),
-        version,
-        expiry_ms: version.wrapping_mul(7),
-    }
+    CachedValue { value: Bytes::from(vec![version as u8; len]), version, expiry_ms: version.wrapping_mul(7) }
 }
 
 fn same(a: &CachedValue, b: &CachedValue) -> bool {
@@ -29,15 +25,11 @@ fn value_len_for(charge: u64, key_len: usize) -> usize {
 
 impl HotCache {
     fn with_entries_max(budget_bytes: u64, entries_max: usize) -> Self {
-        Self {
-            entries_max,
-            ..Self::new(budget_bytes)
-        }
+        Self { entries_max, ..Self::new(budget_bytes) }
     }
 
     fn place_of(&self, key: &[u8]) -> Option<Place> {
-        self.find(key)
-            .map(|(_, _, entry)| self.entries[entry as usize].place)
+        self.find(key).map(|(_, _, entry)| self.entries[entry as usize].place)
     }
 
     /// Walks every structure and checks the invariants of the module docs.
@@ -73,10 +65,7 @@ impl HotCache {
         assert_eq!(self.bytes, bytes);
         assert_eq!(self.table.len(), seen.len());
         for (hash32, entry) in self.table.iter() {
-            assert!(
-                seen.contains(&entry),
-                "index points at a non-resident entry"
-            );
+            assert!(seen.contains(&entry), "index points at a non-resident entry");
             assert_eq!(hash32, self.entries[entry as usize].hash as u32);
         }
         let mut free = 0;
@@ -118,9 +107,7 @@ fn get_returns_what_was_inserted_and_counts() {
     assert_eq!(stats.entries, 3);
     assert_eq!(
         stats.bytes,
-        HotCache::entry_charge(1, 10)
-            + HotCache::entry_charge(long.len(), 20)
-            + HotCache::entry_charge(edge.len(), 30)
+        HotCache::entry_charge(1, 10) + HotCache::entry_charge(long.len(), 20) + HotCache::entry_charge(edge.len(), 30)
     );
     cache.check_invariants();
 }
@@ -222,10 +209,7 @@ fn set_budget_shrinking_evicts_at_once_and_compacts() {
     assert!(after.bytes <= 64 << 10);
     assert_eq!(after.budget_bytes, 64 << 10);
     assert!(after.entries < before.entries);
-    assert!(
-        cache.table.slots_len() < slots_before,
-        "index not compacted"
-    );
+    assert!(cache.table.slots_len() < slots_before, "index not compacted");
     assert!(cache.entries.len() <= 2 * cache.len());
     cache.check_invariants();
     // What is left is still found, in its queue order.
@@ -450,11 +434,7 @@ fn check_against_model(budget: u64, ops: &[Op]) {
                 let by_ref = key % 2 == 0;
                 let key = model_key(key);
                 gets += 1;
-                let got = if by_ref {
-                    cache.get_ref(&key).cloned()
-                } else {
-                    cache.get(&key)
-                };
+                let got = if by_ref { cache.get_ref(&key).cloned() } else { cache.get(&key) };
                 if let Some(got) = got {
                     hits += 1;
                     let want = model.get(&key).expect("a removed key came back");

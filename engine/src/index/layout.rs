@@ -56,12 +56,14 @@ const _: () = assert!(SLOT_LOC_OFFSET + size_of::<u64>() == SLOT_BYTES);
 pub const LOC_TOMBSTONE_SHIFT: u32 = 0;
 /// Width of the tombstone field.
 pub const LOC_TOMBSTONE_BITS: u32 = 1;
-/// Bits 1..13: record length in 4096-byte blocks, saturating.
-pub const LOC_BLOCKS_SHIFT: u32 = LOC_TOMBSTONE_SHIFT + LOC_TOMBSTONE_BITS;
-/// Width of the blocks field.
-pub const LOC_BLOCKS_BITS: u32 = 12;
+/// Bits 1..13: the record's length code (see [`Loc::len_code`](super::Loc::len_code)).
+pub const LOC_LEN_SHIFT: u32 = LOC_TOMBSTONE_SHIFT + LOC_TOMBSTONE_BITS;
+/// Width of the length code: a 5-bit exponent over a 7-bit mantissa.
+pub const LOC_LEN_BITS: u32 = 12;
+/// Width of the length code's mantissa.
+pub const LOC_LEN_MANTISSA_BITS: u32 = 7;
 /// Bits 13..40: the record's offset in its segment, divided by 8.
-pub const LOC_OFFSET_SHIFT: u32 = LOC_BLOCKS_SHIFT + LOC_BLOCKS_BITS;
+pub const LOC_OFFSET_SHIFT: u32 = LOC_LEN_SHIFT + LOC_LEN_BITS;
 /// Width of the offset/8 field.
 pub const LOC_OFFSET_BITS: u32 = 27;
 /// Bits 40..64: the segment id.
@@ -72,11 +74,10 @@ const _: () = assert!(LOC_SEGMENT_SHIFT + LOC_SEGMENT_BITS == 64);
 /// Record offsets are multiples of this (the low 3 bits are not stored).
 pub const LOC_OFFSET_ALIGN: u32 = 8;
 const _: () = assert!(LOC_OFFSET_ALIGN.is_power_of_two());
-/// The size of one "block" of [`Loc::blocks`](super::Loc::blocks).
-pub const LOC_BLOCK_BYTES: u64 = 4096;
-/// The largest `blocks` value; it also means "at least this long: read the
-/// record header to learn the length".
-pub const LOC_BLOCKS_MAX: u16 = (1 << LOC_BLOCKS_BITS) - 1;
+/// The unit of the length code's mantissa: records are 8-byte aligned.
+pub const LOC_LEN_UNIT_BYTES: u64 = 8;
+/// The largest length code.
+pub const LOC_LEN_CODE_MAX: u16 = (1 << LOC_LEN_BITS) - 1;
 // The packing must hold every segment id and offset the log can produce.
 const _: () = assert!(SEGMENT_ID_MAX as u64 == (1 << LOC_SEGMENT_BITS) - 1);
 const _: () = assert!(SEGMENT_LEN_MAX == (LOC_OFFSET_ALIGN as u64) << LOC_OFFSET_BITS);
@@ -371,8 +372,8 @@ mod tests {
         assert_eq!(SLOTS_PER_CHUNK, 1360);
         assert_eq!(PART_SLOTS_MAX, 21760);
         assert_eq!((SLOT_FP_OFFSET, SLOT_VERSION_OFFSET, SLOT_LOC_OFFSET), (0, 8, 16));
-        assert_eq!((LOC_TOMBSTONE_SHIFT, LOC_BLOCKS_SHIFT, LOC_OFFSET_SHIFT, LOC_SEGMENT_SHIFT), (0, 1, 13, 40));
-        assert_eq!(LOC_BLOCKS_MAX, 4095);
+        assert_eq!((LOC_TOMBSTONE_SHIFT, LOC_LEN_SHIFT, LOC_OFFSET_SHIFT, LOC_SEGMENT_SHIFT), (0, 1, 13, 40));
+        assert_eq!(LOC_LEN_CODE_MAX, 4095);
         assert_eq!(
             [
                 H_MAGIC,

@@ -12,16 +12,20 @@
 //! The fingerprint space is split into *partitions* by prefix (extendible
 //! hashing: an in-memory directory indexed by the top `global_depth` bits
 //! names each fingerprint's partition). A partition is a Robin Hood
-//! linear-probing table ([`table`]) over up to [`PART_CHUNKS_MAX`] chunks of
+//! linear-probing table (`table.rs`) over up to [`PART_CHUNKS_MAX`] chunks of
 //! eight 4 KiB pages, each page holding 170 24-byte slots. A partition grows
 //! on its own, by one eighth (at least one chunk), when its load would pass
 //! [`LOAD_MAX_PERCENT`]; past [`PART_CHUNKS_MAX`] chunks it splits in two by
 //! the next fingerprint bit. So one growth rehashes at most 21 760 slots
-//! (about half a millisecond), and the load never falls below
-//! `LOAD_MAX_PERCENT * 8 / 9` (82.7 %) after growth, which keeps the file
-//! under 30 bytes per key. Chunks are allocated lowest-free-first, and chunks
-//! freed by relocation are filled by moving the last chunks down, so the file
-//! never holds more than a few free chunks and is truncated when it shrinks.
+//! (about a millisecond at worst), and once partitions have 8 chunks or more
+//! (from about 10 000 keys) a growth or split leaves a load of at least about
+//! 82.7 % (93 % * 8/9), which keeps file plus heap under 30 bytes per key
+//! (29.6 at worst, 27.3 at 1M keys). Chunks are allocated lowest-free-first,
+//! and chunks freed by relocation are filled by moving the last chunks down,
+//! so the file never holds more than a few free chunks and is truncated when
+//! it shrinks.
+//! Dropping an `Index` does not flush it: the engine flushes with
+//! `clean_shutdown` at shutdown.
 //!
 //! # Durability (see docs/engine-format.md, "## Index file")
 //! Slots are written in place through the mapping; the header (page 0) and
@@ -59,12 +63,12 @@ use memmap2::{MmapMut, MmapOptions, RemapOptions};
 
 use layout::{
     chunk_offset, encode_header, meta_chunks_for, Descriptor, HeaderFields, CHUNKS_MAX, DESCS_PER_META_CHUNK,
-    DESC_BYTES, FINGERPRINT_SEED, FLAG_CLEAN, HEADER_BYTES, INLINE_DESCS, LOC_BLOCKS_SHIFT, LOC_OFFSET_BITS,
+    DESC_BYTES, FINGERPRINT_SEED, FLAG_CLEAN, HEADER_BYTES, INLINE_DESCS, LOC_LEN_SHIFT, LOC_OFFSET_BITS,
     LOC_OFFSET_SHIFT, LOC_SEGMENT_BITS, LOC_SEGMENT_SHIFT, LOC_TOMBSTONE_SHIFT,
 };
 pub use layout::{
-    CHUNK_BYTES, DIR_DEPTH_MAX, LOC_BLOCKS_MAX, LOC_BLOCK_BYTES, LOC_OFFSET_ALIGN, PAGE_BYTES, PARTITIONS_MAX,
-    PART_CHUNKS_MAX, SLOTS_PER_CHUNK, SLOT_BYTES,
+    CHUNK_BYTES, DIR_DEPTH_MAX, LOC_LEN_CODE_MAX, LOC_LEN_MANTISSA_BITS, LOC_LEN_UNIT_BYTES, LOC_OFFSET_ALIGN,
+    PAGE_BYTES, PARTITIONS_MAX, PART_CHUNKS_MAX, SLOTS_PER_CHUNK, SLOT_BYTES,
 };
 use table::{read_item, slot_offset, Item, Probe};
 
@@ -76,6 +80,11 @@ use crate::limits::{SEGMENT_ID_MAX, SEGMENT_LEN_MAX};
 pub const LOAD_MAX_PERCENT: usize = 93;
 /// A partition of `n` chunks grows to `n + max(1, n / GROWTH_DIVISOR)`.
 pub const GROWTH_DIVISOR: usize = 8;
+/// Split halves and shrunk partitions are sized for at most this load. The
+/// halves of a full partition land near 82.7 % (93 % * 16/18); the slack up
+/// to 85 % absorbs an uneven split (4 standard deviations) without taking a
+/// tenth chunk, so neither needs to grow again soon.
+pub const LOAD_FIT_PERCENT: usize = 85;
 /// A partition shrinks (on remove or retain) once its load falls below this.
 pub const LOAD_SHRINK_PERCENT: usize = 40;
 
@@ -96,13 +105,10 @@ fn grow_chunks(chunks: usize, entries: usize) -> usize {
     }
 }
 
-/// The fewest chunks that hold `entries` at no more than the load a growth
-/// leaves behind (`LOAD_MAX_PERCENT * 8 / 9`): used for split halves and
-/// shrinking, so neither needs to grow again soon.
+/// The fewest chunks that hold `entries` at no more than
+/// [`LOAD_FIT_PERCENT`]: used for split halves and shrinking.
 fn fit_chunks(entries: usize) -> usize {
-    let num = entries * (GROWTH_DIVISOR + 1) * 100;
-    let den = SLOTS_PER_CHUNK * LOAD_MAX_PERCENT * GROWTH_DIVISOR;
-    num.div_ceil(den)
+    (entries * 100).div_ceil(SLOTS_PER_CHUNK * LOAD_FIT_PERCENT)
 }
 
 /// Below this many entries a partition of `chunks` chunks shrinks.
@@ -133,19 +139,19 @@ pub struct Loc {
     /// Byte offset in the segment: a multiple of [`LOC_OFFSET_ALIGN`], below
     /// [`SEGMENT_LEN_MAX`] (2^30).
     pub offset: u32,
-    /// Record length in [`LOC_BLOCK_BYTES`] blocks, rounded up, saturating at
-    /// [`LOC_BLOCKS_MAX`], which means "read the record header to learn it".
-    pub blocks: u16,
+    /// The record's length as a 12-bit code (see [`Loc::len_bytes`]): exact
+    /// below 1 KiB, rounded up by at most 1/64 above.
+    pub len_code: u16,
 }
 
 impl Loc {
     /// A location, checked against the packing's limits.
-    pub fn new(segment: u32, offset: u32, blocks: u16) -> Result<Loc, IndexError> {
-        let loc = Loc { segment, offset, blocks };
+    pub fn new(segment: u32, offset: u32, len_code: u16) -> Result<Loc, IndexError> {
+        let loc = Loc { segment, offset, len_code };
         if loc.is_valid() {
             Ok(loc)
         } else {
-            Err(IndexError::InvalidLoc { segment, offset, blocks })
+            Err(IndexError::InvalidLoc { segment, offset, len_code })
         }
     }
 
@@ -153,21 +159,34 @@ impl Loc {
     /// Out-of-range values are not checked here: [`Index::insert`] refuses
     /// them, so callers building a `Loc` from log positions need not.
     pub fn for_record(segment: u32, offset: u64, len: u64) -> Loc {
-        Loc { segment, offset: u32::try_from(offset).unwrap_or(u32::MAX), blocks: Loc::blocks_for_len(len) }
+        Loc { segment, offset: u32::try_from(offset).unwrap_or(u32::MAX), len_code: Loc::len_code_for(len) }
     }
 
-    /// An upper bound of the record's length: `blocks` rounded up to whole
-    /// [`LOC_BLOCK_BYTES`] blocks. **Not exact**: it exceeds the record by up
-    /// to 4095 bytes, and when `blocks == LOC_BLOCKS_MAX` the record may be
-    /// longer still (read its header to learn its length).
+    /// The record's length, from its code: exact for records below 1 KiB
+    /// (128 units of 8 bytes), otherwise rounded up by at most 1/64. Reads use
+    /// it as the length to read (the decoder ignores what follows the record)
+    /// and byte accounting uses it on both sides, live and dead.
     pub fn len_bytes(&self) -> u64 {
-        u64::from(self.blocks) * LOC_BLOCK_BYTES
+        let exponent = u32::from(self.len_code >> LOC_LEN_MANTISSA_BITS);
+        let mantissa = u64::from(self.len_code & ((1 << LOC_LEN_MANTISSA_BITS) - 1));
+        (mantissa << exponent) * LOC_LEN_UNIT_BYTES
     }
 
-    /// The `blocks` value for a record of `len` bytes.
-    pub fn blocks_for_len(len: u64) -> u16 {
-        let blocks = len.div_ceil(LOC_BLOCK_BYTES);
-        u16::try_from(blocks).unwrap_or(LOC_BLOCKS_MAX).min(LOC_BLOCKS_MAX)
+    /// The smallest code whose length is at least `len` bytes (saturating
+    /// far beyond any record: 127 × 2^31 units of 8 bytes).
+    pub fn len_code_for(len: u64) -> u16 {
+        let units = len.div_ceil(LOC_LEN_UNIT_BYTES);
+        let mantissa_end = 1u64 << LOC_LEN_MANTISSA_BITS;
+        let exponent_max = u32::from(LOC_LEN_CODE_MAX >> LOC_LEN_MANTISSA_BITS);
+        let mut exponent = (u64::BITS - units.leading_zeros()).saturating_sub(LOC_LEN_MANTISSA_BITS);
+        while exponent <= exponent_max {
+            let mantissa = units.div_ceil(1 << exponent);
+            if mantissa < mantissa_end {
+                return ((exponent << LOC_LEN_MANTISSA_BITS) as u16) | mantissa as u16;
+            }
+            exponent += 1;
+        }
+        LOC_LEN_CODE_MAX
     }
 
     /// Whether every field fits its bits in the packed form.
@@ -175,14 +194,14 @@ impl Loc {
         self.segment <= SEGMENT_ID_MAX
             && self.offset & (LOC_OFFSET_ALIGN - 1) == 0
             && u64::from(self.offset) < SEGMENT_LEN_MAX
-            && self.blocks <= LOC_BLOCKS_MAX
+            && self.len_code <= LOC_LEN_CODE_MAX
     }
 
     /// The slot's third word; the caller checked [`Loc::is_valid`].
     fn pack(&self, tombstone: bool) -> u64 {
         (u64::from(self.segment) << LOC_SEGMENT_SHIFT)
             | (u64::from(self.offset / LOC_OFFSET_ALIGN) << LOC_OFFSET_SHIFT)
-            | (u64::from(self.blocks) << LOC_BLOCKS_SHIFT)
+            | (u64::from(self.len_code) << LOC_LEN_SHIFT)
             | (u64::from(tombstone) << LOC_TOMBSTONE_SHIFT)
     }
 
@@ -190,8 +209,8 @@ impl Loc {
     fn unpack(bits: u64) -> (Loc, bool) {
         let segment = (bits >> LOC_SEGMENT_SHIFT) & ((1 << LOC_SEGMENT_BITS) - 1);
         let offset8 = (bits >> LOC_OFFSET_SHIFT) & ((1 << LOC_OFFSET_BITS) - 1);
-        let blocks = (bits >> LOC_BLOCKS_SHIFT) & u64::from(LOC_BLOCKS_MAX);
-        let loc = Loc { segment: segment as u32, offset: offset8 as u32 * LOC_OFFSET_ALIGN, blocks: blocks as u16 };
+        let len_code = (bits >> LOC_LEN_SHIFT) & u64::from(LOC_LEN_CODE_MAX);
+        let loc = Loc { segment: segment as u32, offset: offset8 as u32 * LOC_OFFSET_ALIGN, len_code: len_code as u16 };
         (loc, bits & (1 << LOC_TOMBSTONE_SHIFT) != 0)
     }
 }
@@ -296,14 +315,14 @@ pub enum IndexError {
         path: PathBuf,
     },
     /// A [`Loc`] that does not fit the packed form.
-    #[error("location out of range: segment {segment}, offset {offset}, blocks {blocks}")]
+    #[error("location out of range: segment {segment}, offset {offset}, length code {len_code}")]
     InvalidLoc {
         /// The segment given.
         segment: u32,
         /// The offset given.
         offset: u32,
-        /// The blocks given.
-        blocks: u16,
+        /// The length code given.
+        len_code: u16,
     },
     /// Fingerprint 0 marks empty slots; use [`fingerprint`].
     #[error("fingerprint 0 is reserved for empty slots")]
@@ -625,8 +644,8 @@ impl Index {
             return Err(IndexError::ZeroFingerprint);
         }
         if !entry.loc.is_valid() {
-            let Loc { segment, offset, blocks } = entry.loc;
-            return Err(IndexError::InvalidLoc { segment, offset, blocks });
+            let Loc { segment, offset, len_code } = entry.loc;
+            return Err(IndexError::InvalidLoc { segment, offset, len_code });
         }
         self.unseal()?;
         let item = entry.to_item(fp);
@@ -774,6 +793,39 @@ impl Index {
                 Err(e)
             }
         }
+    }
+
+    /// A consistent image of the whole index file as of now, with the current
+    /// checkpoint and marked unclean: the bytes a [`Index::flush`] would leave
+    /// on disk, without touching the file. The engine writes it elsewhere as
+    /// the crash-safe snapshot, because the mapped file itself can be caught
+    /// half-way through a change by a crash. Costs one copy of the mapping.
+    pub fn snapshot_image(&self) -> Vec<u8> {
+        let mut image = self.map[..].to_vec();
+        let mut hasher = crc32fast::Hasher::new();
+        for (m, &chunk) in self.meta_chunks.iter().enumerate() {
+            let first = INLINE_DESCS + m * DESCS_PER_META_CHUNK;
+            let last = self.parts.len().min(first + DESCS_PER_META_CHUNK);
+            let at = chunk_offset(chunk);
+            let meta = &mut image[at..at + (last - first) * DESC_BYTES];
+            for (i, d) in self.parts[first..last].iter().enumerate() {
+                d.encode(&mut meta[i * DESC_BYTES..(i + 1) * DESC_BYTES]);
+            }
+            hasher.update(meta);
+        }
+        let fields = HeaderFields {
+            flags: 0,
+            checkpoint_segment: self.checkpoint.segment,
+            checkpoint_offset: self.checkpoint.offset,
+            entry_count: self.entry_count,
+            chunk_count: self.owner.len() as u32,
+            partition_count: self.parts.len() as u32,
+            meta_crc: if self.meta_chunks.is_empty() { 0 } else { hasher.finalize() },
+            meta_chunks: self.meta_chunks.clone(),
+        };
+        let page = encode_header(&fields, &self.parts[..self.parts.len().min(INLINE_DESCS)]);
+        image[..page.len()].copy_from_slice(&page);
+        image
     }
 
     /// Rewrites the on-disk header as unclean now, if it may say clean. Every

@@ -208,16 +208,22 @@ pub fn clear(map: &mut [u8], part: &Descriptor) {
     }
 }
 
-/// The first slot at or after `home(fp)` that can hold `fp`, and whether it
-/// does. Used by lookups: scanning goes on from there while fingerprints
-/// match.
+/// A lookup in progress: the slots holding one fingerprint, from its home on.
 pub struct Probe<'a> {
     map: &'a [u8],
     part: &'a Descriptor,
     fp: u64,
     slots: u32,
+    /// The slot to read next, and its byte offset.
     pos: u32,
+    off: usize,
+    /// Slots left in `pos`'s page, so the offset is recomputed once a page.
+    left_in_page: u32,
+    /// Slots read so far: the key's own distance from home at `pos`.
     dist: u32,
+    /// A match was found: equal fingerprints are adjacent, so the first
+    /// different one ends the lookup.
+    matched: bool,
 }
 
 impl<'a> Probe<'a> {
@@ -226,30 +232,48 @@ impl<'a> Probe<'a> {
     pub fn new(map: &'a [u8], part: &'a Descriptor, fp: u64) -> Probe<'a> {
         let slots = part.slot_count();
         let pos = if slots == 0 { 0 } else { home(fp, part, slots) };
-        Probe { map, part, fp, slots, pos, dist: 0 }
+        let off = if slots == 0 { 0 } else { slot_offset(part, pos) };
+        let left_in_page = SLOTS_PER_PAGE as u32 - pos % SLOTS_PER_PAGE as u32;
+        Probe { map, part, fp, slots, pos, off, left_in_page, dist: 0, matched: false }
+    }
+
+    /// Moves to the next slot, wrapping at the end of the table.
+    #[inline]
+    fn advance(&mut self) {
+        self.dist += 1;
+        self.pos += 1;
+        self.left_in_page -= 1;
+        if self.pos == self.slots {
+            self.pos = 0;
+            self.off = slot_offset(self.part, 0);
+            self.left_in_page = SLOTS_PER_PAGE as u32;
+        } else if self.left_in_page == 0 {
+            self.off = slot_offset(self.part, self.pos);
+            self.left_in_page = SLOTS_PER_PAGE as u32;
+        } else {
+            self.off += SLOT_BYTES;
+        }
     }
 
     /// The next slot holding `fp`, with its content.
     #[inline]
     pub fn next_match(&mut self) -> Option<(u32, Item)> {
         while self.dist < self.slots {
-            let pos = self.pos;
-            let off = slot_offset(self.part, pos);
+            let (pos, off) = (self.pos, self.off);
             let fp = read_fp(self.map, off);
-            self.pos = next(pos, self.slots);
-            self.dist += 1;
             if fp == self.fp {
+                self.matched = true;
+                self.advance();
                 return Some((pos, read_item(self.map, off)));
             }
-            if fp == 0 {
+            if fp == 0 || self.matched {
                 break;
             }
             let d = distance(pos, home(fp, self.part, self.slots), self.slots);
-            // `dist` was already advanced: the key's own distance is dist - 1.
-            let ours = self.dist - 1;
-            if d < ours || (d == ours && fp > self.fp) {
+            if d < self.dist || (d == self.dist && fp > self.fp) {
                 break;
             }
+            self.advance();
         }
         self.dist = self.slots;
         None

@@ -42,6 +42,7 @@ pub trait Storage: 'static {
 
 /// One open file. The five calls every engine I/O goes through.
 #[allow(async_fn_in_trait, reason = "engine futures are !Send by design (one thread per shard)")]
+#[expect(clippy::len_without_is_empty, reason = "a file's length is a size to read, not a collection's")]
 pub trait StorageFile: 'static {
     /// The buffer type [`StorageFile::write_at`] consumes.
     type Buf: Deref<Target = [u8]> + DerefMut + 'static;
