@@ -400,6 +400,10 @@ impl<S: Storage> Drop for Engine<S> {
         if let Some(t) = self.committer.take() {
             t.detach();
         }
+        // Cancel the background work that would open or write files after
+        // the caller may have removed the directory.
+        drop(self.inner.spare.borrow_mut().take());
+        drop(self.inner.checkpoint_task.borrow_mut().take());
     }
 }
 

@@ -26,7 +26,7 @@ use glommio::TaskQueueHandle;
 use crate::cache::HotCache;
 use crate::config::EngineConfig;
 use crate::engine::{snapshot_path, Inner};
-use crate::error::{io_err, Result};
+use crate::error::{io_err, EngineError, Result};
 use crate::index::{fingerprint, Checkpoint, Entry, Index, IndexError, IndexOpen, Loc};
 use crate::io::{Storage, StorageFile};
 use crate::record::{self, DecodeError, RecordKind, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -244,7 +244,7 @@ pub(crate) async fn open<S: Storage>(
         }
     }
 
-    let (mut index, index_state) = open_index(index_path, &mut report)?;
+    let (mut index, index_state) = open_index_when_free(index_path, &mut report).await?;
 
     let counters = Counters::default();
     let last_id = found.last().map(|f| f.id);
@@ -276,6 +276,8 @@ pub(crate) async fn open<S: Storage>(
                 }
                 _ => {
                     if !report.index_rebuilt && !index.is_empty() {
+                        // The old index holds the file's lock: let go first.
+                        drop(index);
                         index = Index::create(index_path)?;
                         report.index_rebuilt = true;
                     }
@@ -285,6 +287,7 @@ pub(crate) async fn open<S: Storage>(
             let mut outcome = replay(&found, &mut index, from, &mut report).await?;
             if !index_consistent(&index, &found, &outcome.ends) {
                 tracing::warn!("index points past the log after replay; rebuilding it from the whole log");
+                drop(index);
                 index = Index::create(index_path)?;
                 report.index_rebuilt = true;
                 report.corrupt.clear();
@@ -396,6 +399,25 @@ pub(crate) async fn open<S: Storage>(
         inner.checkpoint(false).await?;
     }
     Ok((inner, report))
+}
+
+/// How long open waits for the index lock: an engine of this process that
+/// was dropped without `close` lets go of it once its tasks have run.
+const INDEX_LOCK_WAIT_MS: u64 = 500;
+
+/// [`open_index`], waiting a bounded time while the index is locked.
+async fn open_index_when_free(index_path: &Path, report: &mut RecoveryReport) -> Result<(Index, Option<IndexOpen>)> {
+    let start = std::time::Instant::now();
+    loop {
+        match open_index(index_path, report) {
+            Err(EngineError::Index(IndexError::Locked { .. }))
+                if start.elapsed() < std::time::Duration::from_millis(INDEX_LOCK_WAIT_MS) =>
+            {
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The index to start from, and what it reflects (`None`: empty, rebuild
