@@ -132,6 +132,11 @@ pub(crate) struct Inner<S: Storage> {
     pub log: RefCell<LogTail>,
     pub queue: RefCell<VecDeque<WriteOp>>,
     pub committer_waker: RefCell<Option<Waker>>,
+    /// Batches written, waiting for their fdatasync and apply.
+    pub written: RefCell<VecDeque<crate::writer::Written<S::File>>>,
+    pub applier_waker: RefCell<Option<Waker>>,
+    pub writer_waker: RefCell<Option<Waker>>,
+    pub writer_done: Cell<bool>,
     pub inflight: Rc<RefCell<HashMap<u64, Vec<Waker>>>>,
     pub spare: RefCell<Option<SpareTask<S>>>,
     pub background_queue: TaskQueueHandle,
@@ -162,6 +167,7 @@ pub struct Engine<S: Storage> {
     inner: Rc<Inner<S>>,
     report: RecoveryReport,
     committer: Option<Task<()>>,
+    applier: Option<Task<()>>,
     compactor: Option<Task<()>>,
     syncer: Option<Task<()>>,
 }
@@ -175,7 +181,13 @@ impl<S: Storage> Engine<S> {
         let (inner, report) = crate::recovery::open(storage, index_path, config, background_queue).await?;
         let inner = Rc::new(inner);
         inner.start_spare();
+        if report.clean {
+            // The last snapshot predates the clean close: refresh it so a
+            // crash soon after this open replays only what follows it.
+            inner.checkpoint_in_background();
+        }
         let committer = Some(glommio::spawn_local(inner.clone().commit_loop()));
+        let applier = Some(glommio::spawn_local(inner.clone().apply_loop()));
         let compactor = glommio::spawn_local_into(inner.clone().compaction_loop(), background_queue)
             .map_err(|e| EngineError::Config(format!("cannot spawn the compactor: {e}")))?;
         let syncer = match inner.config.durability {
@@ -184,7 +196,7 @@ impl<S: Storage> Engine<S> {
             }
             _ => None,
         };
-        Ok(Self { inner, report, committer, compactor: Some(compactor), syncer })
+        Ok(Self { inner, report, committer, applier, compactor: Some(compactor), syncer })
     }
 
     /// What recovery found and did when this engine opened.
@@ -376,6 +388,9 @@ impl<S: Storage> Engine<S> {
         if let Some(t) = self.committer.take() {
             t.await;
         }
+        if let Some(t) = self.applier.take() {
+            t.await;
+        }
         let spare = inner.spare.borrow_mut().take();
         if let Some(t) = spare {
             let _ = t.await;
@@ -398,6 +413,9 @@ impl<S: Storage> Drop for Engine<S> {
             w.wake();
         }
         if let Some(t) = self.committer.take() {
+            t.detach();
+        }
+        if let Some(t) = self.applier.take() {
             t.detach();
         }
         // Cancel the background work that would open or write files after
@@ -629,12 +647,12 @@ impl<S: Storage> Inner<S> {
     /// The live value of `key`, from the cache or the log.
     pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let fp = fingerprint(key);
-        let now = now_ms();
         let cached = self.cache.borrow_mut().get(key);
         if let Some(cv) = cached {
             let current = self.index.borrow().lookup(fp).any(|(_, e)| !e.tombstone && e.version == cv.version);
             if current {
-                if cv.expiry_ms != 0 && cv.expiry_ms <= now {
+                // The clock is read only for values that can expire.
+                if cv.expiry_ms != 0 && cv.expiry_ms <= now_ms() {
                     bump(&self.counters.expired_reads, 1);
                     return Ok(None);
                 }
@@ -642,6 +660,7 @@ impl<S: Storage> Inner<S> {
             }
             self.cache.borrow_mut().remove(key);
         }
+        let now = now_ms();
         for _ in 0..RESOLVE_ATTEMPTS_MAX {
             let candidates: Vec<Entry> = self.index.borrow().lookup(fp).map(|(_, e)| e).collect();
             let mut segment_gone = false;

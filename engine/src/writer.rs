@@ -94,6 +94,28 @@ impl WriteOp {
     }
 }
 
+/// Batches written but not yet applied, at most: the writer writes the next
+/// batch while the apply stage syncs the previous ones.
+const PIPELINE_BATCHES_MAX: usize = 2;
+
+/// A batch in the log, waiting for its fdatasync (if any) and its apply.
+#[derive(Debug)]
+pub(crate) struct Written<F> {
+    ops: Vec<WriteOp>,
+    locs: Vec<Loc>,
+    /// The log position after the batch's last record.
+    end: Checkpoint,
+    /// The segment the batch ended in: syncing it makes the batch durable
+    /// (a roll synced the segments before it).
+    segment: Rc<Segment<F>>,
+}
+
+fn fail_all(ops: Vec<WriteOp>, reason: &str) {
+    for op in ops {
+        op.done.complete(Err(EngineError::Closed(reason.to_string())));
+    }
+}
+
 /// Where a committed record landed, and whether the index took it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Applied {
@@ -159,41 +181,98 @@ impl<S: Storage> Inner<S> {
             })
             .await;
             let Some(batch) = batch else { break };
-            self.commit_batch(batch).await;
+            self.write_stage(batch).await;
+            // Backpressure: a bounded number of batches between write and apply.
+            poll_fn(|cx| {
+                if self.written.borrow().len() < PIPELINE_BATCHES_MAX {
+                    return Poll::Ready(());
+                }
+                *self.writer_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+        }
+        self.writer_done.set(true);
+        if let Some(w) = self.applier_waker.borrow_mut().take() {
+            w.wake();
         }
     }
 
-    async fn commit_batch(self: &Rc<Self>, batch: Vec<WriteOp>) {
+    /// Writes one batch and hands it to the apply stage.
+    async fn write_stage(self: &Rc<Self>, batch: Vec<WriteOp>) {
         if let Some(reason) = self.fenced.borrow().clone() {
-            for op in batch {
-                op.done.complete(Err(EngineError::Closed(reason.clone())));
-            }
+            fail_all(batch, &reason);
             return;
         }
         match self.write_batch(&batch).await {
             Ok(locs) => {
+                let segment = self.active_segment();
+                let end = Checkpoint { segment: segment.id, offset: segment.end.get() };
+                self.written.borrow_mut().push_back(Written { ops: batch, locs, end, segment });
+                if let Some(w) = self.applier_waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+            Err(e) => {
+                self.fence(format!("log write failed: {e}"));
+                fail_all(batch, &e.to_string());
+            }
+        }
+    }
+
+    /// The apply stage: takes every written batch, makes them durable with
+    /// one fdatasync (when any asked for it), then applies them in log order
+    /// and acknowledges them. It runs while the writer writes the next batch,
+    /// so a write and an fdatasync overlap; an acknowledgement still waits for
+    /// an fdatasync that started after its batch's write completed.
+    pub(crate) async fn apply_loop(self: Rc<Self>) {
+        loop {
+            let group = poll_fn(|cx| {
+                let mut written = self.written.borrow_mut();
+                if written.is_empty() {
+                    if self.writer_done.get() {
+                        return Poll::Ready(None);
+                    }
+                    *self.applier_waker.borrow_mut() = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(written.drain(..).collect::<Vec<_>>()))
+            })
+            .await;
+            let Some(group) = group else { break };
+            if let Some(w) = self.writer_waker.borrow_mut().take() {
+                w.wake();
+            }
+            // After a failed write or sync nothing later may be acknowledged:
+            // recovery could find a hole before it.
+            if let Some(reason) = self.fenced.borrow().clone() {
+                group.into_iter().for_each(|w| fail_all(w.ops, &reason));
+                continue;
+            }
+            if group.iter().any(|w| w.ops.iter().any(|op| op.sync)) {
+                let last = group.last().map(|w| w.segment.clone()).expect("a group is never empty");
+                if let Err(e) = self.sync_active(&last).await {
+                    self.fence(format!("log fdatasync failed: {e}"));
+                    let msg = e.to_string();
+                    group.into_iter().for_each(|w| fail_all(w.ops, &msg));
+                    continue;
+                }
+            }
+            for w in group {
                 bump(&self.counters.commits, 1);
-                bump(&self.counters.committed_records, batch.len() as u64);
-                // Every record of the batch is applied: the log's write position
-                // is now a position the index reflects.
-                let active = self.active_segment();
-                self.log.borrow_mut().applied = Checkpoint { segment: active.id, offset: active.end.get() };
-                for (op, loc) in batch.into_iter().zip(locs) {
+                bump(&self.counters.committed_records, w.ops.len() as u64);
+                for (op, loc) in w.ops.into_iter().zip(w.locs) {
                     let result = self.apply(&op, loc);
                     if let Err(e) = &result {
                         self.fence(format!("index update failed: {e}"));
                     }
                     op.done.complete(result);
                 }
-                self.maybe_checkpoint();
+                // Every record up to the batch's end is applied: a position
+                // a checkpoint may claim.
+                self.log.borrow_mut().applied = w.end;
             }
-            Err(e) => {
-                self.fence(format!("log write failed: {e}"));
-                let msg = e.to_string();
-                for op in batch {
-                    op.done.complete(Err(EngineError::Closed(msg.clone())));
-                }
-            }
+            self.maybe_checkpoint();
         }
     }
 
@@ -211,7 +290,6 @@ impl<S: Storage> Inner<S> {
     async fn write_batch(self: &Rc<Self>, ops: &[WriteOp]) -> Result<Vec<Loc>> {
         let mut locs = Vec::with_capacity(ops.len());
         let mut i = 0;
-        let mut synced_through = 0;
         while i < ops.len() {
             let active = self.active_segment();
             let start = active.end.get();
@@ -250,13 +328,8 @@ impl<S: Storage> Inner<S> {
                 log.bytes_since_checkpoint += end - start;
                 log.unsynced = true;
             }
-            if ops[i..j].iter().any(|op| op.sync) {
-                self.sync_active(&active).await?;
-                synced_through = j;
-            }
             i = j;
         }
-        debug_assert!(synced_through <= ops.len());
         Ok(locs)
     }
 
