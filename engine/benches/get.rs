@@ -35,8 +35,10 @@ const HOT_VALUE_BYTES: usize = 100;
 const COLD_KEYS: u64 = 256 << 10;
 const COLD_KEYS_SMOKE: u64 = 2 << 10;
 const COLD_VALUE_BYTES: usize = 4 << 10;
-/// Concurrent readers: the queue depth fio's random-read limit is measured at.
+/// Concurrent readers: the queue depth fio's random-read limit is measured
+/// at. The environment variable [`COLD_READERS_VAR`] overrides it.
 const COLD_READERS: usize = 32;
+const COLD_READERS_VAR: &str = "OPTICACHE_BENCH_COLD_READERS";
 /// Writers that load the data sets (not measured).
 const LOAD_WRITERS: usize = 64;
 
@@ -136,14 +138,16 @@ fn cold_gets(c: &mut Criterion) {
     let mut group = c.benchmark_group("get_4KiB_cold");
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(1));
-    let param = format!("{COLD_READERS}r");
+    let readers = std::env::var(COLD_READERS_VAR).map_or(COLD_READERS, |v| v.trim().parse().expect(COLD_READERS_VAR));
+    let param = format!("{readers}r");
 
     let ex = executor();
     let mut state: Option<OptiState> = None;
     group.bench_function(BenchmarkId::new("opticache", &param), |b| {
         let st = state.get_or_insert_with(|| {
             let dir = bench_dir("get-cold");
-            let config = EngineConfig { memory_budget_bytes: 0, durability: Durability::None, ..EngineConfig::default() };
+            let config =
+                EngineConfig { memory_budget_bytes: 0, durability: Durability::None, ..EngineConfig::default() };
             let engine = Rc::new(ex.run(open_engine(dir.path(), config)));
             ex.run(load(&engine, keys, COLD_VALUE_BYTES));
             let order = Rc::new(shuffled(keys, 13));
@@ -151,7 +155,7 @@ fn cold_gets(c: &mut Criterion) {
         });
         b.iter_custom(|iters| {
             let (engine, order, cursor) = (st.engine.clone(), st.order.clone(), st.cursor.clone());
-            ex.run(timed_tasks(COLD_READERS, iters, move |_, n| {
+            ex.run(timed_tasks(readers, iters, move |_, n| {
                 let (engine, order, cursor) = (engine.clone(), order.clone(), cursor.clone());
                 async move {
                     for _ in 0..n {
@@ -173,10 +177,11 @@ fn cold_gets(c: &mut Criterion) {
     drop(ex);
 
     let mut fjall_state = None;
-    group.bench_function(BenchmarkId::new("fjall", format!("{COLD_READERS}t")), |b| {
+    group.bench_function(BenchmarkId::new("fjall", format!("{readers}t")), |b| {
         let (dir, _db, ks, order, cursor) = fjall_state.get_or_insert_with(|| {
             let dir = bench_dir("get-cold-fjall");
-            let db = fjall::Database::builder(dir.path()).cache_size(FJALL_COLD_CACHE_BYTES).open().expect("open fjall");
+            let db =
+                fjall::Database::builder(dir.path()).cache_size(FJALL_COLD_CACHE_BYTES).open().expect("open fjall");
             let ks = db.keyspace("bench", fjall::KeyspaceCreateOptions::default).expect("fjall keyspace");
             for i in 0..keys {
                 ks.insert(&key(i)[..], &value(COLD_VALUE_BYTES, i)[..]).expect("fjall load");
@@ -186,7 +191,7 @@ fn cold_gets(c: &mut Criterion) {
         });
         b.iter_custom(|iters| {
             evict_page_cache(dir.path());
-            timed_threads(COLD_READERS, iters, |_, n| {
+            timed_threads(readers, iters, |_, n| {
                 for _ in 0..n {
                     let at = cursor.fetch_add(1, Ordering::Relaxed) % order.len() as u64;
                     let v = ks.get(key(order[at as usize])).expect("fjall get");

@@ -26,14 +26,20 @@ use common::{
     timed_threads, value,
 };
 
-/// Concurrent writers of the small-put benchmark (the figure).
+/// Concurrent writers of the small-put benchmark (the figure). The
+/// environment variable [`SMALL_WRITERS_VAR`] (a comma-separated list)
+/// overrides it, to sweep the concurrency.
 const SMALL_WRITERS: usize = 64;
+const SMALL_WRITERS_VAR: &str = "OPTICACHE_BENCH_SMALL_WRITERS";
 /// The small value.
 const SMALL_VALUE_BYTES: usize = 4 << 10;
 /// Concurrent writers of the large-put benchmark: a group commit takes at
 /// most ~4 MiB (three 1 MiB records), so eight writers keep the next batch
-/// queued while the current one is written and synced.
+/// queued while the current one is written and synced. The environment
+/// variable [`LARGE_WRITERS_VAR`] (a comma-separated list) overrides it, to
+/// sweep the concurrency.
 const LARGE_WRITERS: usize = 8;
+const LARGE_WRITERS_VAR: &str = "OPTICACHE_BENCH_LARGE_WRITERS";
 /// The large value.
 const LARGE_VALUE_BYTES: usize = 1 << 20;
 
@@ -47,11 +53,7 @@ struct OptiState {
 fn bench_durable_puts(c: &mut Criterion, group_name: &str, value_bytes: usize, writers: usize, bytes_throughput: bool) {
     let mut group = c.benchmark_group(group_name);
     group.sampling_mode(SamplingMode::Flat);
-    group.throughput(if bytes_throughput {
-        Throughput::Bytes(value_bytes as u64)
-    } else {
-        Throughput::Elements(1)
-    });
+    group.throughput(if bytes_throughput { Throughput::Bytes(value_bytes as u64) } else { Throughput::Elements(1) });
     let payload = value(value_bytes, 7);
     let param = format!("{writers}w");
 
@@ -93,8 +95,14 @@ fn bench_durable_puts(c: &mut Criterion, group_name: &str, value_bytes: usize, w
         if let Some(st) = state {
             let s = st.engine.stats();
             report(
-                &format!("{group_name}/{name} records per group commit"),
-                format!("{:.1} ({} puts, {} fsyncs)", s.committed_records as f64 / s.commits.max(1) as f64, s.puts, s.fsyncs),
+                &format!("{group_name}/{name}/{param} records per group commit"),
+                format!(
+                    "{:.1} ({} puts, {} fsyncs, mean fdatasync {} us)",
+                    s.committed_records as f64 / s.commits.max(1) as f64,
+                    s.puts,
+                    s.fsyncs,
+                    s.fsync_us_total / s.fsyncs.max(1)
+                ),
             );
             ex.run(close_engine(st.engine));
             drop(st.dir);
@@ -121,9 +129,21 @@ fn bench_durable_puts(c: &mut Criterion, group_name: &str, value_bytes: usize, w
     group.finish();
 }
 
+/// The writer counts to run: `default`, or the list in the variable `var`.
+fn writer_counts(var: &str, default: usize) -> Vec<usize> {
+    match std::env::var(var) {
+        Ok(list) => list.split(',').map(|w| w.trim().parse().expect(var)).collect(),
+        Err(_) => vec![default],
+    }
+}
+
 fn puts(c: &mut Criterion) {
-    bench_durable_puts(c, "put_4KiB_sync", SMALL_VALUE_BYTES, SMALL_WRITERS, false);
-    bench_durable_puts(c, "put_1MiB_sync", LARGE_VALUE_BYTES, LARGE_WRITERS, true);
+    for writers in writer_counts(SMALL_WRITERS_VAR, SMALL_WRITERS) {
+        bench_durable_puts(c, "put_4KiB_sync", SMALL_VALUE_BYTES, writers, false);
+    }
+    for writers in writer_counts(LARGE_WRITERS_VAR, LARGE_WRITERS) {
+        bench_durable_puts(c, "put_1MiB_sync", LARGE_VALUE_BYTES, writers, true);
+    }
 }
 
 criterion_group! {

@@ -170,8 +170,7 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let start = Instant::now();
-    let tasks: Vec<_> =
-        (0..workers).map(|w| glommio::spawn_local(body(w, share(total, workers, w)))).collect();
+    let tasks: Vec<_> = (0..workers).map(|w| glommio::spawn_local(body(w, share(total, workers, w)))).collect();
     for t in tasks {
         t.await;
     }
@@ -197,7 +196,11 @@ where
 
 /// Opens a fjall database with one keyspace `bench` in `dir`, with default
 /// settings unless `memtable_bytes` and `journal_bytes` say otherwise.
-pub fn open_fjall(dir: &Path, memtable_bytes: Option<u64>, journal_bytes: Option<u64>) -> (fjall::Database, fjall::Keyspace) {
+pub fn open_fjall(
+    dir: &Path,
+    memtable_bytes: Option<u64>,
+    journal_bytes: Option<u64>,
+) -> (fjall::Database, fjall::Keyspace) {
     let mut builder = fjall::Database::builder(dir);
     if let Some(bytes) = journal_bytes {
         builder = builder.max_journaling_size(bytes);
