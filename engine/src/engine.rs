@@ -213,16 +213,8 @@ impl<S: Storage> Engine<S> {
     /// new is stored. `expiry_ms` is a Unix time in ms, 0 = never.
     pub async fn put(&self, key: &[u8], value: Bytes, version: u64, expiry_ms: u64) -> Result<PutOutcome> {
         let inner = &self.inner;
-        check_key(key)?;
-        let max = inner.config.max_value_bytes;
-        if value.len() > max {
-            return Err(EngineError::ValueTooLarge { len: value.len() as u64, max: max as u64 });
-        }
         bump(&inner.counters.puts, 1);
-        inner.writable()?;
-        inner.ensure_room(encoded_len(key.len(), value.len()) as u64).await?;
-        let guard = inner.lock_fp(fingerprint(key)).await;
-        let existing = inner.resolve(key).await?;
+        let (guard, existing) = inner.begin_write(key, value.len()).await?;
         if let Some(e) = existing {
             if version <= e.entry.version {
                 bump(&inner.counters.stale_writes, 1);
@@ -254,12 +246,8 @@ impl<S: Storage> Engine<S> {
     /// Deletes `key` as of `version` (a tombstone keeps the version).
     pub async fn delete(&self, key: &[u8], version: u64) -> Result<DeleteOutcome> {
         let inner = &self.inner;
-        check_key(key)?;
         bump(&inner.counters.deletes, 1);
-        inner.writable()?;
-        inner.ensure_room(encoded_len(key.len(), 0) as u64).await?;
-        let guard = inner.lock_fp(fingerprint(key)).await;
-        let existing = inner.resolve(key).await?;
+        let (guard, existing) = inner.begin_write(key, 0).await?;
         if let Some(e) = existing {
             if version <= e.entry.version {
                 bump(&inner.counters.stale_writes, 1);
@@ -289,16 +277,9 @@ impl<S: Storage> Engine<S> {
         expiry_ms: u64,
     ) -> Result<UpdateOutcome> {
         let inner = &self.inner;
-        check_key(key)?;
-        let max = inner.config.max_value_bytes;
-        if value.len() > max {
-            return Err(EngineError::ValueTooLarge { len: value.len() as u64, max: max as u64 });
-        }
         bump(&inner.counters.puts, 1);
-        inner.writable()?;
-        inner.ensure_room(encoded_len(key.len(), value.len()) as u64).await?;
-        let guard = inner.lock_fp(fingerprint(key)).await;
-        let Some(existing) = inner.resolve(key).await?.filter(|e| e.is_live(now_ms())) else {
+        let (guard, existing) = inner.begin_write(key, value.len()).await?;
+        let Some(existing) = existing.filter(|e| e.is_live(now_ms())) else {
             return Ok(UpdateOutcome::NotFound);
         };
         let stored_version = existing.entry.version;
@@ -531,6 +512,22 @@ impl<S: Storage> Inner<S> {
             bump(&self.counters.disk_full_rejections, 1);
             return Err(EngineError::DiskFull { used_bytes: used, budget_bytes: budget });
         }
+    }
+
+    /// What every single-record write does first: check the key, the value
+    /// length and the disk budget, take the key's fingerprint lock and find
+    /// its current entry. Nothing is written yet.
+    async fn begin_write(&self, key: &[u8], value_len: usize) -> Result<(FpGuard, Option<Existing>)> {
+        check_key(key)?;
+        let max = self.config.max_value_bytes;
+        if value_len > max {
+            return Err(EngineError::ValueTooLarge { len: value_len as u64, max: max as u64 });
+        }
+        self.writable()?;
+        self.ensure_room(encoded_len(key.len(), value_len) as u64).await?;
+        let guard = self.lock_fp(fingerprint(key)).await;
+        let existing = self.resolve(key).await?;
+        Ok((guard, existing))
     }
 
     pub(crate) async fn lock_fp(&self, fp: u64) -> FpGuard {
