@@ -357,12 +357,18 @@ pub(crate) async fn open<S: Storage>(
 
     // Live bytes per segment come from the index; the rest of a segment's
     // records are dead.
-    let mut live: HashMap<u32, u64> = HashMap::new();
+    // One pass over the index on every open: a plain array indexed by
+    // segment id keeps it a sequential scan (segment ids are dense).
+    let first_id = segs.keys().next().copied().unwrap_or(0);
+    let span = segs.keys().next_back().map_or(0, |last| (last - first_id) as usize + 1);
+    let mut live = vec![0u64; span];
     for (_, e) in index.iter() {
-        *live.entry(e.loc.segment).or_default() += e.loc.len_bytes();
+        if let Some(l) = e.loc.segment.checked_sub(first_id).and_then(|i| live.get_mut(i as usize)) {
+            *l += e.loc.len_bytes();
+        }
     }
     for seg in segs.values() {
-        let l = live.get(&seg.id).copied().unwrap_or(0).min(seg.record_bytes.get());
+        let l = live[(seg.id - first_id) as usize].min(seg.record_bytes.get());
         seg.dead_bytes.set(seg.record_bytes.get() - l);
     }
     let active_seg = segs.get(&active_id).cloned().expect("inserted above");
