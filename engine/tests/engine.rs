@@ -498,3 +498,28 @@ fn chunked_value_length_limit_at_and_beyond() {
         e.close().await.unwrap();
     });
 }
+
+/// Found by the model test: compaction reclaimed an expired value by dropping
+/// its index entry, so the key forgot its version and an older write arriving
+/// late was accepted (replicas would diverge). An expired value must become a
+/// tombstone of the same version.
+#[test]
+fn regression_an_expired_value_reclaimed_by_compaction_keeps_its_version() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let e = open(dir.path(), EngineConfig { compaction_garbage_ratio: 0.1, ..small_config() }).await;
+        e.put(b"expired", value(1, 100), 10, 1).await.unwrap();
+        // Fill and seal segments so the expired record's segment is compacted.
+        for i in 0..300u64 {
+            e.put(format!("filler{}", i % 20).as_bytes(), value(i, 8000), 100 + i, 0).await.unwrap();
+        }
+        assert!(e.compact_now().await.unwrap() > 0, "the expired value's segment was compacted");
+        assert_eq!(e.get(b"expired").await.unwrap(), None);
+        assert_eq!(e.put(b"expired", value(2, 100), 5, 0).await.unwrap(), PutOutcome::Stale { stored_version: 10 });
+        assert_eq!(
+            e.put(b"expired", value(3, 100), 11, 0).await.unwrap(),
+            PutOutcome::Applied { previous_version: None }
+        );
+        e.close().await.unwrap();
+    });
+}
