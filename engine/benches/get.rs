@@ -21,8 +21,8 @@ use opticache_engine::engine::Engine;
 use opticache_engine::io::dma::DmaStorage;
 
 use common::{
-    bench_dir, close_engine, evict_page_cache, executor, key, open_engine, open_fjall, report, scaled, shuffled,
-    timed_tasks, timed_threads, value,
+    bench_dir, close_engine, close_fjall, evict_page_cache, executor, key, open_engine, open_fjall, report, scaled,
+    shuffled, timed_tasks, timed_threads, value,
 };
 
 /// Keys of the hot-read benchmark (smoke mode: [`HOT_KEYS_SMOKE`]).
@@ -110,7 +110,7 @@ fn hot_gets(c: &mut Criterion) {
 
     let mut fjall_state = None;
     group.bench_function(BenchmarkId::new("fjall", "1thread"), |b| {
-        let (_, _db, ks, order, cursor) = fjall_state.get_or_insert_with(|| {
+        let (_, _, ks, order, cursor) = fjall_state.get_or_insert_with(|| {
             let dir = bench_dir("get-hot-fjall");
             let (db, ks) = open_fjall(dir.path(), None, None);
             for i in 0..keys {
@@ -129,7 +129,9 @@ fn hot_gets(c: &mut Criterion) {
             start.elapsed()
         });
     });
-    drop(fjall_state);
+    if let Some((dir, db, ks, _, _)) = fjall_state {
+        close_fjall(dir, db, ks);
+    }
     group.finish();
 }
 
@@ -178,7 +180,7 @@ fn cold_gets(c: &mut Criterion) {
 
     let mut fjall_state = None;
     group.bench_function(BenchmarkId::new("fjall", format!("{readers}t")), |b| {
-        let (dir, _db, ks, order, cursor) = fjall_state.get_or_insert_with(|| {
+        let (dir, _, ks, order, cursor) = fjall_state.get_or_insert_with(|| {
             let dir = bench_dir("get-cold-fjall");
             let db =
                 fjall::Database::builder(dir.path()).cache_size(FJALL_COLD_CACHE_BYTES).open().expect("open fjall");
@@ -200,7 +202,9 @@ fn cold_gets(c: &mut Criterion) {
             })
         });
     });
-    drop(fjall_state);
+    if let Some((dir, db, ks, _, _)) = fjall_state {
+        close_fjall(dir, db, ks);
+    }
     group.finish();
 }
 

@@ -22,7 +22,7 @@ use opticache_engine::engine::{Engine, PutOutcome};
 use opticache_engine::io::dma::DmaStorage;
 
 use common::{
-    bench_dir, close_engine, executor, fjall_put_sync, key, open_engine, open_fjall, report, timed_tasks,
+    bench_dir, close_engine, close_fjall, executor, fjall_put_sync, key, open_engine, open_fjall, report, timed_tasks,
     timed_threads, value,
 };
 
@@ -125,7 +125,9 @@ fn bench_durable_puts(c: &mut Criterion, group_name: &str, value_bytes: usize, w
             })
         });
     });
-    drop(fjall_state);
+    if let Some((dir, db, ks, _)) = fjall_state {
+        close_fjall(dir, db, ks);
+    }
     group.finish();
 }
 

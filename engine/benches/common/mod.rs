@@ -218,6 +218,14 @@ pub fn open_fjall(
     (db, ks)
 }
 
+/// Closes a fjall database, then removes its directory: the directory must
+/// outlive the database, whose background threads may still write into it.
+pub fn close_fjall(dir: tempfile::TempDir, db: fjall::Database, ks: fjall::Keyspace) {
+    drop(ks);
+    drop(db);
+    drop(dir);
+}
+
 /// One durable fjall write: a one-item batch committed with
 /// `PersistMode::SyncAll` (the journal is written and fsynced before the
 /// call returns), fjall's closest setting to OptiCache's `Durability::Sync`.
