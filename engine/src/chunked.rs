@@ -299,49 +299,24 @@ async fn read_chunk<S: Storage>(inner: &Inner<S>, key: &[u8], version: u64, c: C
     Ok(rec.value)
 }
 
-/// Reads a whole chunked value into memory, if it is at most `max` bytes.
-pub(crate) async fn assemble<S: Storage>(inner: &Inner<S>, key: &[u8], manifest: &[u8], max: usize) -> Result<Bytes> {
+/// Reads a whole chunked value of `version` into memory, if it is at most
+/// `max` bytes.
+pub(crate) async fn assemble<S: Storage>(
+    inner: &Inner<S>,
+    key: &[u8],
+    manifest: &[u8],
+    version: u64,
+    max: usize,
+) -> Result<Bytes> {
     let (total, chunks) = decode_manifest(manifest).ok_or(EngineError::Closed("malformed chunk manifest".into()))?;
     if total > max as u64 {
         return Err(EngineError::ValueTooLarge { len: total, max: max as u64 });
     }
-    let version = {
-        // The manifest's version is the chunks' version; read it from the first chunk.
-        match chunks.first() {
-            None => return Ok(Bytes::new()),
-            Some(c) => match inner.read_record(c.loc, key).await? {
-                Some(r) => r.version,
-                None => return Err(EngineError::Closed("value moved while being read; read it again".into())),
-            },
-        }
-    };
     let mut out = BytesMut::with_capacity(total as usize);
     for c in chunks {
         out.extend_from_slice(&read_chunk(inner, key, version, c).await?);
     }
     Ok(out.freeze())
-}
-
-impl<S: Storage> Inner<S> {
-    /// The live record (Put or ChunkedPut) of `key` with its value, or `None`.
-    pub(crate) async fn find_live_record(&self, key: &[u8]) -> Result<Option<(Loc, crate::engine::ReadRecord)>> {
-        let fp = fingerprint(key);
-        let now = now_ms();
-        let candidates: Vec<_> = self.index.borrow().lookup(fp).map(|(_, e)| e).filter(|e| !e.tombstone).collect();
-        for e in candidates {
-            let Some(rec) = self.read_record(e.loc, key).await? else {
-                continue;
-            };
-            if !rec.key_matches {
-                continue;
-            }
-            if rec.expiry_ms != 0 && rec.expiry_ms <= now {
-                return Ok(None);
-            }
-            return Ok(Some((e.loc, rec)));
-        }
-        Ok(None)
-    }
 }
 
 #[cfg(test)]

@@ -581,11 +581,12 @@ impl<S: Storage> Inner<S> {
                 return Ok(None);
             }
             // A cached value is the key's live entry if its version is there.
-            let cached = self.cache.borrow_mut().get(key);
-            if let Some(cv) = cached {
-                let mut matching = candidates.iter().filter(|e| !e.tombstone && e.version == cv.version);
+            // Only the version and expiry are needed: peek, no clone, no hit counted.
+            let cached = self.cache.borrow().peek(key).map(|cv| (cv.version, cv.expiry_ms));
+            if let Some((version, expiry_ms)) = cached {
+                let mut matching = candidates.iter().filter(|e| !e.tombstone && e.version == version);
                 if let (Some(e), None) = (matching.next(), matching.next()) {
-                    return Ok(Some(Existing { entry: *e, expiry_ms: cv.expiry_ms }));
+                    return Ok(Some(Existing { entry: *e, expiry_ms }));
                 }
             }
             let mut segment_gone = false;
@@ -657,6 +658,28 @@ impl<S: Storage> Inner<S> {
             }
             self.cache.borrow_mut().remove(key);
         }
+        let Some((loc, rec)) = self.find_live_record(key).await? else { return Ok(None) };
+        let value = match rec.kind {
+            RecordKind::ChunkedPut => {
+                crate::chunked::assemble(self, key, &rec.value, rec.version, self.config.max_value_bytes).await?
+            }
+            _ => rec.value,
+        };
+        // Cache it only if no write replaced it while we read.
+        let still = self.index.borrow().lookup(fp).any(|(_, x)| x.loc == loc);
+        if still && rec.kind == RecordKind::Put {
+            self.cache
+                .borrow_mut()
+                .insert(key, CachedValue { value: value.clone(), version: rec.version, expiry_ms: rec.expiry_ms });
+        }
+        Ok(Some(Value { value, version: rec.version, expiry_ms: rec.expiry_ms }))
+    }
+
+    /// The live record (Put or ChunkedPut) of `key` read from the log, with
+    /// where it is; `None` if the key has none or it expired. Starts over when
+    /// compaction removed a segment between the index lookup and the read.
+    pub(crate) async fn find_live_record(&self, key: &[u8]) -> Result<Option<(Loc, ReadRecord)>> {
+        let fp = fingerprint(key);
         let now = now_ms();
         for _ in 0..RESOLVE_ATTEMPTS_MAX {
             let candidates: Vec<Entry> = self.index.borrow().lookup(fp).map(|(_, e)| e).collect();
@@ -673,22 +696,10 @@ impl<S: Storage> Inner<S> {
                     bump(&self.counters.expired_reads, 1);
                     return Ok(None);
                 }
-                let value = match rec.kind {
-                    RecordKind::Put => rec.value,
-                    RecordKind::ChunkedPut => {
-                        crate::chunked::assemble(self, key, &rec.value, self.config.max_value_bytes).await?
-                    }
-                    other => return Err(self.corruption(e.loc, record::DecodeError::BadKind(other as u8))),
-                };
-                // Cache it only if no write replaced it while we read.
-                let still = self.index.borrow().lookup(fp).any(|(_, x)| x.loc == e.loc);
-                if still && rec.kind == RecordKind::Put {
-                    self.cache.borrow_mut().insert(
-                        key,
-                        CachedValue { value: value.clone(), version: rec.version, expiry_ms: rec.expiry_ms },
-                    );
+                if !matches!(rec.kind, RecordKind::Put | RecordKind::ChunkedPut) {
+                    return Err(self.corruption(e.loc, record::DecodeError::BadKind(rec.kind as u8)));
                 }
-                return Ok(Some(Value { value, version: rec.version, expiry_ms: rec.expiry_ms }));
+                return Ok(Some((e.loc, rec)));
             }
             if !segment_gone {
                 return Ok(None);
