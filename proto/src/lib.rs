@@ -1,4 +1,6 @@
-//! The public OptiCache gRPC contract (`opticache.v1`), compiled for Rust.
+//! OptiCache's gRPC contracts, compiled for Rust: the public API
+//! (`opticache.v1`) and the internal node API (`opticache.node.v1`, see
+//! [`node::v1`] and `proto/opticache/node/v1/node.proto`).
 //!
 //! `proto/opticache/v1/opticache.proto` is the single source of truth; this
 //! crate is generated from it at build time and adds nothing of its own, so
@@ -27,6 +29,17 @@ pub mod v1 {
 /// The encoded `google.protobuf.FileDescriptorSet` of `opticache.v1`, for
 /// registering with a gRPC server reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("opticache_v1_descriptor");
+
+/// Package `opticache.node.v1`: the internal node API that coordinators and
+/// smart clients speak to cache nodes.
+pub mod node {
+    pub mod v1 {
+        tonic::include_proto!("opticache.node.v1");
+    }
+}
+
+/// The encoded `google.protobuf.FileDescriptorSet` of `opticache.node.v1`.
+pub const NODE_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("opticache_node_v1_descriptor");
 
 #[cfg(test)]
 mod tests {
@@ -169,6 +182,61 @@ mod tests {
             #[prost(string, tag = "1")]
             pub name: String,
         }
+    }
+
+    #[test]
+    fn node_messages_field_numbers() {
+        use crate::node::v1 as n;
+        let put = n::PutRequest { namespace: b(b"n"), key: b(b"k"), value: b(b"v"), version: 3, expiry_unix_ms: 4 };
+        assert_wire(&put, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 3, 0x28, 4]);
+        assert_wire(&n::PutResponse { applied: true, version: 2 }, &[0x08, 1, 0x10, 2]);
+        let update = n::UpdateRequest {
+            namespace: b(b"n"),
+            key: b(b"k"),
+            value: b(b"v"),
+            version: 3,
+            expected_version: 5,
+            expiry_unix_ms: 6,
+        };
+        assert_wire(&update, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 3, 0x28, 5, 0x30, 6]);
+        let chunk = n::PutChunk {
+            namespace: b(b"n"),
+            key: b(b"k"),
+            version: 1,
+            expiry_unix_ms: 2,
+            total_size: 3,
+            data: b(b"d"),
+        };
+        assert_wire(&chunk, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x18, 1, 0x20, 2, 0x28, 3, 0x32, 1, b'd']);
+        let list = n::ListKeysRequest { shard: 1, start_fingerprint: 2, end_fingerprint: 3, limit: 4 };
+        assert_wire(&list, &[0x08, 1, 0x10, 2, 0x18, 3, 0x20, 4]);
+        assert_eq!(n::ServingState::Recovering as i32, 1);
+        assert_eq!(n::ServingState::Serving as i32, 2);
+        assert_eq!(n::ServingState::Draining as i32, 3);
+    }
+
+    #[test]
+    fn node_descriptor_set_names_the_node_service() {
+        let set = descriptor::FileDescriptorSet::decode(super::NODE_FILE_DESCRIPTOR_SET).expect("decodes");
+        assert_eq!(set.file.len(), 1);
+        assert_eq!(set.file[0].package, "opticache.node.v1");
+        let methods: Vec<&str> = set.file[0].service[0].method.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            methods,
+            [
+                "Put",
+                "Get",
+                "Update",
+                "Delete",
+                "BatchPut",
+                "BatchGet",
+                "PutStream",
+                "GetStream",
+                "Heartbeat",
+                "Stats",
+                "ListKeys"
+            ]
+        );
     }
 
     #[test]
