@@ -1,0 +1,17 @@
+//! What OptiCache's processes share.
+//!
+//! - [`config`]: the cluster configuration file (`config/config.yaml`), its
+//!   defaults and limits, validation with messages that name the file and the
+//!   key, and [`ClusterConfig::node_settings`], the settings one cache node
+//!   runs with. Coordinators, nodes and tools read the file through this one
+//!   module, so they never disagree on what it means.
+//!
+//! This crate depends on no other OptiCache crate: the engine and the servers
+//! depend on it, not the other way round.
+
+pub mod config;
+
+pub use config::{
+    CacheNodeConfig, ClusterConfig, ConfigError, CoordinatorConfig, DiskFullPolicy, Durability, HostPort, NodeDefaults,
+    NodeSettings,
+};
