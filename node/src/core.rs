@@ -1,0 +1,111 @@
+//! The state every front task shares: the shards, whether the node serves,
+//! its version clock and identity. Routing and the hop to a shard live here
+//! so the gRPC service and the metrics endpoint reach shards the same way.
+//!
+//! Invariant: data calls reach shards only while the state is `Serving`;
+//! before every shard has recovered the node answers UNAVAILABLE, so it never
+//! serves a partial view.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use opticache_engine::stats::EngineStats;
+use opticache_proto::node::v1::ServingState;
+
+use crate::clock::{VersionClock, NODE_ORIGIN};
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::router::shard_of;
+use crate::shard::{ShardHandle, ShardRequest};
+
+/// What the node's front needs; built once at start-up.
+#[derive(Debug)]
+pub struct NodeCore {
+    pub node_id: String,
+    pub shards: Vec<Arc<ShardHandle>>,
+    /// The largest single (non-streamed) value.
+    pub max_value_bytes: u64,
+    pub clock: VersionClock,
+    pub metrics: Metrics,
+    state: AtomicU8,
+    /// The highest coordinator epoch seen in a heartbeat.
+    epoch: AtomicU64,
+    started: Instant,
+}
+
+impl NodeCore {
+    pub fn new(node_id: String, shards: Vec<Arc<ShardHandle>>, max_value_bytes: u64) -> Self {
+        let metrics = Metrics::new(shards.len());
+        Self {
+            node_id,
+            shards,
+            max_value_bytes,
+            clock: VersionClock::new(NODE_ORIGIN),
+            metrics,
+            state: AtomicU8::new(ServingState::Recovering as u8),
+            epoch: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn state(&self) -> ServingState {
+        ServingState::try_from(i32::from(self.state.load(Ordering::Acquire))).unwrap_or(ServingState::Unspecified)
+    }
+
+    pub fn set_state(&self, state: ServingState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// Fails unless the node is serving.
+    pub fn check_serving(&self) -> Result<(), NodeError> {
+        match self.state() {
+            ServingState::Serving => Ok(()),
+            ServingState::Recovering => Err(NodeError::NotServing("recovering")),
+            ServingState::Draining => Err(NodeError::NotServing("draining")),
+            ServingState::Unspecified => Err(NodeError::NotServing("starting")),
+        }
+    }
+
+    /// Remembers `epoch` if it is the highest seen; returns the highest.
+    pub fn observe_epoch(&self, epoch: u64) -> u64 {
+        self.epoch.fetch_max(epoch, Ordering::AcqRel).max(epoch)
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The shard that owns `engine_key`.
+    pub fn shard_for(&self, engine_key: &[u8]) -> &Arc<ShardHandle> {
+        &self.shards[shard_of(engine_key, self.shards.len() as u32) as usize]
+    }
+
+    /// A version for a write: the caller's, or one stamped here when it sent 0.
+    pub fn version_or_stamp(&self, version: u64) -> u64 {
+        if version == 0 {
+            self.clock.next()
+        } else {
+            version
+        }
+    }
+
+    /// Sends a request to `shard` and waits for its answer.
+    pub async fn call<T>(
+        &self,
+        shard: &ShardHandle,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> ShardRequest,
+    ) -> Result<T, NodeError> {
+        shard.call(make).await.ok_or(NodeError::ShardStopped(shard.shard))
+    }
+
+    /// Every shard's counters, in shard order (requires a serving or
+    /// draining node: a recovering shard answers only when it is open).
+    pub async fn shard_stats(&self) -> Result<Vec<EngineStats>, NodeError> {
+        let mut out = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            out.push(self.call(shard, |reply| ShardRequest::Stats { reply }).await?);
+        }
+        Ok(out)
+    }
+}

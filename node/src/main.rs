@@ -1,0 +1,71 @@
+//! `opticache-node`: runs one cache node from `config/config.yaml`.
+//!
+//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 when the node cannot
+//! start or stop cleanly (the message says why), 2 for bad flags (clap),
+//! 130 after a second stop signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use opticache_node::options::{self, Overrides};
+
+/// An OptiCache cache node: one shard per core, each with its own engine.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The cluster configuration file.
+    #[arg(long, default_value = opticache_common::config::CONFIG_PATH_DEFAULT)]
+    config: PathBuf,
+    /// Which cache_nodes entry this node is (host:port); needed when the config lists several.
+    #[arg(long)]
+    address: Option<String>,
+    /// The data directory, instead of the entry's disk_path.
+    #[arg(long)]
+    disk_path: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (host:port), instead of the config's.
+    #[arg(long)]
+    metrics_address: Option<String>,
+    /// Shards (executors), instead of the config's; fixed for a data dir's life.
+    #[arg(long)]
+    shards: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let overrides = Overrides {
+        address: args.address,
+        disk_path: args.disk_path,
+        metrics_address: args.metrics_address,
+        shards: args.shards,
+    };
+    let options = match options::load(&args.config, &overrides) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("opticache-node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("front").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("opticache-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(opticache_node::server::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("opticache-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
