@@ -1,5 +1,6 @@
-//! The engine's public face: put, get, delete, update (compare-and-set),
-//! stats and close, for one shard on one glommio executor.
+//! The engine's public face: put, get, delete, update (compare-and-set), key
+//! listing ([`crate::listing`]), stats and close, for one shard on one glommio
+//! executor.
 //!
 //! Invariants:
 //! - last-writer-wins by version: a put or delete whose version is not newer
@@ -28,6 +29,7 @@ use crate::error::{io_err, EngineError, Result};
 use crate::index::{fingerprint, Entry, Index, Loc};
 use crate::io::{Storage, StorageFile};
 use crate::limits::KEY_LEN_MAX;
+use crate::listing::KeyListing;
 use crate::record::{self, encoded_len, RecordKind, RECORD_HEADER_LEN};
 use crate::recovery::RecoveryReport;
 use crate::segments::{now_ms, Segment};
@@ -36,7 +38,7 @@ use crate::writer::{Completion, LogTail, Purpose, WriteOp};
 
 /// How often a read or a key resolution starts over when compaction removed
 /// the segment it was reading between the index lookup and the read.
-const RESOLVE_ATTEMPTS_MAX: usize = 8;
+pub(crate) const RESOLVE_ATTEMPTS_MAX: usize = 8;
 
 /// A value as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -314,6 +316,32 @@ impl<S: Storage> Engine<S> {
         crate::chunked::ChunkedReader::open(self.inner.clone(), key).await
     }
 
+    /// One page of the keys whose fingerprints are in
+    /// `[start_fingerprint, end_fingerprint)`, with their versions, tombstone
+    /// flags and expiries, in ascending fingerprint order: what a coordinator
+    /// compares between replicas to repair one (anti-entropy).
+    ///
+    /// `end_fingerprint` is exclusive, except that
+    /// [`LIST_TO_END`](crate::listing::LIST_TO_END) (`u64::MAX`)
+    /// means "to the end of the space", fingerprint `u64::MAX` included: split
+    /// points `0 = b0 < b1 < ... < bn = LIST_TO_END` thus cover every
+    /// fingerprint exactly once. A range with `start >= end` (other than
+    /// `[u64::MAX, LIST_TO_END)`) is empty.
+    ///
+    /// A page holds at most `limit` entries (clamped to
+    /// [`crate::limits::LIST_PAGE_LEN_MAX`]; 0 is
+    /// [`EngineError::InvalidListLimit`]) and reads at most
+    /// [`crate::limits::LIST_PAGE_READ_BYTES_MAX`] of records; the entries
+    /// of one fingerprint always share a page, so a page goes past these only
+    /// when its first fingerprint alone does. Resume with
+    /// `start_fingerprint = next_fingerprint` until it is `None`; a page may
+    /// be short, even empty, before then (records that fail their checks are
+    /// skipped and counted in `corrupt_records`, never returned). Details and
+    /// the guarantee under concurrent writes: [`crate::listing`].
+    pub async fn list_keys(&self, start_fingerprint: u64, end_fingerprint: u64, limit: usize) -> Result<KeyListing> {
+        self.inner.list_keys(start_fingerprint, end_fingerprint, limit).await
+    }
+
     /// A snapshot of every counter.
     pub fn stats(&self) -> EngineStats {
         self.inner.stats()
@@ -323,6 +351,12 @@ impl<S: Storage> Engine<S> {
     /// segments it reclaimed.
     pub async fn compact_now(&self) -> Result<usize> {
         self.inner.compact_once().await
+    }
+
+    /// The shared state, for the crate's own tests of internal paths.
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Rc<Inner<S>> {
+        &self.inner
     }
 
     /// Stops the background tasks, syncs, and checkpoints the index as clean,
@@ -628,18 +662,31 @@ impl<S: Storage> Inner<S> {
 
     /// Reads and fully checks the record at `loc`. `None` when the segment is gone.
     pub(crate) async fn read_record(&self, loc: Loc, key: &[u8]) -> Result<Option<ReadRecord>> {
-        let Some(seg) = self.segment(loc.segment) else {
-            return Ok(None);
-        };
-        let buf = seg.file.read_at(loc.offset as u64, loc.len_bytes() as usize).await.map_err(io_err("read record"))?;
-        let rec = record::decode(&buf).map_err(|source| self.corruption(loc, source))?;
-        Ok(Some(ReadRecord {
+        self.read_checked(loc, |rec| ReadRecord {
             kind: rec.header.kind,
             key_matches: rec.key == key,
             version: rec.header.version,
             expiry_ms: rec.header.expiry_ms,
             value: Bytes::copy_from_slice(rec.value),
-        }))
+        })
+        .await
+    }
+
+    /// Reads the record at `loc` whole, checks it (crc included) and hands it
+    /// to `take`, which copies out what its caller needs before the read
+    /// buffer goes back to the executor. `None` when the segment is gone; a
+    /// record that fails its checks is [`EngineError::Corruption`], counted.
+    pub(crate) async fn read_checked<T>(
+        &self,
+        loc: Loc,
+        take: impl FnOnce(record::Record<'_>) -> T,
+    ) -> Result<Option<T>> {
+        let Some(seg) = self.segment(loc.segment) else {
+            return Ok(None);
+        };
+        let buf = seg.file.read_at(loc.offset as u64, loc.len_bytes() as usize).await.map_err(io_err("read record"))?;
+        let rec = record::decode(&buf).map_err(|source| self.corruption(loc, source))?;
+        Ok(Some(take(rec)))
     }
 
     /// The live value of `key`, from the cache or the log.

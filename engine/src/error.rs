@@ -30,6 +30,10 @@ pub enum EngineError {
         #[source]
         source: DecodeError,
     },
+    /// A key listing was asked for pages of no keys; the limit must be at
+    /// least 1 (limits above [`crate::limits::LIST_PAGE_LEN_MAX`] are clamped).
+    #[error("key listing limit {limit} is below 1")]
+    InvalidListLimit { limit: usize },
     /// The configuration is not usable.
     #[error("invalid engine configuration: {0}")]
     Config(String),

@@ -18,6 +18,8 @@
 //! - [`chunked`]: values written and read in pieces, up to gigabytes.
 //! - [`engine`]: the public face: put, get, delete, update, budgets, TTL,
 //!   last-writer-wins by version.
+//! - [`listing`]: pages of keys with their versions, by fingerprint range,
+//!   for replica repair.
 //! - [`stats`]: counters a node exports.
 //!
 //! The log is the source of truth; everything else can be rebuilt from it.
@@ -31,6 +33,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod limits;
+pub mod listing;
 pub mod record;
 pub mod recovery;
 pub mod segments;

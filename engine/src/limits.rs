@@ -38,3 +38,13 @@ pub const COMMIT_BATCH_BYTES_MAX: usize = (4 << 20) - 2 * 4096;
 /// page fault per 4 KiB on first touch (~1 s per GiB here) and that the
 /// allocator may keep after it is freed.
 pub const EXECUTOR_IO_MEMORY_BYTES: usize = 64 << 20;
+
+/// The most keys one page of a key listing (`Engine::list_keys`) holds: a
+/// larger limit is clamped to it, so one request cannot hold the shard's
+/// index borrow or its reads for long.
+pub const LIST_PAGE_LEN_MAX: usize = 4096;
+/// The most record bytes one listing page reads (each listed record is read
+/// whole, to check its crc): a page of large values ends early instead of
+/// reading gigabytes. A page always takes its first fingerprint, whatever its
+/// size, so paging makes progress.
+pub const LIST_PAGE_READ_BYTES_MAX: u64 = 64 << 20;

@@ -24,6 +24,8 @@
 //! and chunks freed by relocation are filled by moving the last chunks down,
 //! so the file never holds more than a few free chunks and is truncated when
 //! it shrinks.
+//! Because partitions are prefix ranges, [`Index::range`] lists a fingerprint
+//! range in order by visiting only the partitions that overlap it.
 //! Dropping an `Index` does not flush it: the engine flushes with
 //! `clean_shutdown` at shutdown.
 //!
@@ -56,6 +58,7 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::ops::{Bound, RangeBounds};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -473,6 +476,79 @@ impl Iterator for Iter<'_> {
     }
 }
 
+/// The entries of a fingerprint range, in fingerprint order ([`Index::range`]).
+pub struct FpRange<'a> {
+    index: &'a Index,
+    /// The range, inclusive at both ends (so it can reach `u64::MAX`).
+    first: u64,
+    last: u64,
+    /// The directory slot of the next partition to visit; `None` once the
+    /// partition holding `last` was visited (or the range is empty).
+    next_slot: Option<usize>,
+    /// The current partition's entries in range, sorted by fingerprint.
+    buf: Vec<(u64, Entry)>,
+    /// The next entry of `buf` to yield.
+    pos: usize,
+    /// Partitions scanned so far.
+    visited: usize,
+}
+
+impl FpRange<'_> {
+    /// How many partitions have been scanned so far: what the range has cost.
+    pub fn partitions_visited(&self) -> usize {
+        self.visited
+    }
+
+    /// Scans the partition at directory slot `slot` into `buf` and notes the
+    /// slot after the partition's last one as the next to visit.
+    fn load(&mut self, slot: usize) {
+        let index = self.index;
+        let part = &index.parts[index.dir[slot] as usize];
+        let (start, len) = dir_range(part.prefix, part.depth, index.global_depth);
+        let after = start + len;
+        self.next_slot = (after <= index.dir_slot(self.last)).then_some(after);
+        self.visited += 1;
+        self.buf.clear();
+        self.pos = 0;
+        for pos in 0..part.slot_count() {
+            let item = read_item(&index.map, slot_offset(part, pos));
+            // `covers`: an unclean file may hold an entry in the wrong
+            // partition, which lookups cannot find either; listing it would
+            // break the order.
+            if item.fp != 0 && (self.first..=self.last).contains(&item.fp) && part.covers(item.fp) {
+                self.buf.push((item.fp, Entry::from_item(&item)));
+            }
+        }
+        self.buf.sort_unstable_by_key(|&(fp, _)| fp);
+    }
+}
+
+impl fmt::Debug for FpRange<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FpRange")
+            .field("first", &self.first)
+            .field("last", &self.last)
+            .field("next_slot", &self.next_slot)
+            .field("visited", &self.visited)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for FpRange<'_> {
+    type Item = (u64, Entry);
+
+    fn next(&mut self) -> Option<(u64, Entry)> {
+        loop {
+            if let Some(&found) = self.buf.get(self.pos) {
+                self.pos += 1;
+                return Some(found);
+            }
+            let slot = self.next_slot?;
+            self.load(slot);
+        }
+    }
+}
+
 impl Index {
     /// Opens the index at `path`, creating an empty one if the file is absent.
     /// A file that fails validation is `Err(Corrupt)`: the engine then calls
@@ -606,10 +682,42 @@ impl Index {
         })
     }
 
+    /// The directory slot of `fp`: its top `global_depth` bits.
+    #[inline]
+    fn dir_slot(&self, fp: u64) -> usize {
+        ((fp >> 1) >> self.dir_shift) as usize
+    }
+
     /// The partition `fp` belongs to.
     #[inline]
     fn part_of(&self, fp: u64) -> usize {
-        self.dir[((fp >> 1) >> self.dir_shift) as usize] as usize
+        self.dir[self.dir_slot(fp)] as usize
+    }
+
+    /// The entries whose fingerprint is in `fps`, ascending by fingerprint
+    /// (entries sharing one come out next to each other, in no set order).
+    /// Lazy: it visits only the partitions whose prefix range overlaps `fps`,
+    /// one at a time in prefix order, and only as far as it is consumed, so a
+    /// caller taking a page of entries reads only the partitions that page
+    /// needs. Each visited partition is scanned whole and its matching entries
+    /// sorted: Robin Hood order is by home slot, and entries that wrapped
+    /// around the table's end sit at its start.
+    pub fn range(&self, fps: impl RangeBounds<u64>) -> FpRange<'_> {
+        let first = match fps.start_bound() {
+            Bound::Included(&s) => Some(s),
+            Bound::Excluded(&s) => s.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let last = match fps.end_bound() {
+            Bound::Included(&e) => Some(e),
+            Bound::Excluded(&e) => e.checked_sub(1),
+            Bound::Unbounded => Some(u64::MAX),
+        };
+        let (first, last, next_slot) = match (first, last) {
+            (Some(first), Some(last)) if first <= last => (first, last, Some(self.dir_slot(first))),
+            _ => (1, 0, None),
+        };
+        FpRange { index: self, first, last, next_slot, buf: Vec::new(), pos: 0, visited: 0 }
     }
 
     /// Every entry stored under `fp` (normally none or one).

@@ -3,6 +3,7 @@
 //! the validator on arbitrary bytes, the memory budget, and disk full.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
@@ -432,6 +433,113 @@ fn grows_across_many_partitions_and_shrinks_back() {
     index.verify().unwrap();
     assert!(index.is_empty());
     assert_eq!(index.file_bytes(), HEADER_BYTES as u64);
+}
+
+// ---- ranges ------------------------------------------------------------------------
+
+/// The partitions whose prefix range overlaps `[first, last]`: all a range
+/// may visit.
+fn overlapping_partitions(index: &Index, first: u64, last: u64) -> usize {
+    index
+        .parts
+        .iter()
+        .filter(|d| {
+            let low_bits = u64::MAX >> d.depth;
+            let (lo, hi) = (d.prefix & !low_bits, d.prefix | low_bits);
+            lo <= last && first <= hi
+        })
+        .count()
+}
+
+/// Checks `index.range(bounds)` against the sorted `model`: the same entries
+/// (those in `[first, last]`), in fingerprint order, from exactly the
+/// partitions overlapping the range.
+fn check_range(index: &Index, model: &[(u64, Entry)], bounds: (Bound<u64>, Bound<u64>), want: Option<(u64, u64)>) {
+    let mut range = index.range(bounds);
+    let got: Vec<(u64, Entry)> = range.by_ref().collect();
+    assert!(got.windows(2).all(|w| w[0].0 <= w[1].0), "{bounds:?}: not in fingerprint order");
+    let mut got_sorted = got.clone();
+    got_sorted.sort_by_key(|&(fp, e)| (fp, e.version));
+    let (expected, visited): (&[(u64, Entry)], usize) = match want {
+        Some((first, last)) => {
+            let lo = model.partition_point(|&(fp, _)| fp < first);
+            let hi = model.partition_point(|&(fp, _)| fp <= last);
+            (&model[lo..hi], overlapping_partitions(index, first, last))
+        }
+        None => (&[], 0),
+    };
+    assert_eq!(got_sorted, expected, "{bounds:?}: entries");
+    assert_eq!(range.partitions_visited(), visited, "{bounds:?}: partitions visited");
+}
+
+#[test]
+fn range_yields_a_fingerprint_range_in_order_from_the_overlapping_partitions_only() {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let (_dir, path) = tmp();
+    let mut index = Index::create(&path).unwrap();
+    let mut model: Vec<(u64, Entry)> = Vec::new();
+    // Both ends of the space, then enough keys to split into many partitions;
+    // every 1000th fingerprint twice, as colliding keys would be.
+    let fps = [1, u64::MAX].into_iter().chain(Fps(11).take(100_000));
+    for (i, fp) in fps.enumerate() {
+        let copies = if i % 1000 == 0 { 2 } else { 1 };
+        for c in 0..copies {
+            let e = entry(i as u64 + c * 1_000_000);
+            index.insert(fp, e).unwrap();
+            model.push((fp, e));
+        }
+    }
+    index.verify().unwrap();
+    assert!(index.partition_count() >= 8, "{} partitions", index.partition_count());
+    model.sort_by_key(|&(fp, e)| (fp, e.version));
+
+    check_range(&index, &model, (Unbounded, Unbounded), Some((0, u64::MAX)));
+    // Random ranges, starting and ending mid-partition, with every bound kind.
+    let ends: Vec<u64> = Fps(99).take(40).collect();
+    for pair in ends.chunks(2) {
+        let (a, b) = (pair[0].min(pair[1]), pair[0].max(pair[1]));
+        check_range(&index, &model, (Included(a), Excluded(b)), Some((a, b - 1)));
+        check_range(&index, &model, (Excluded(a), Included(b)), Some((a + 1, b)));
+        check_range(&index, &model, (Included(a), Unbounded), Some((a, u64::MAX)));
+        check_range(&index, &model, (Unbounded, Excluded(b)), Some((0, b - 1)));
+    }
+    // Exactly one partition, one partition less its ends, and from the middle
+    // of one partition to the middle of the one after next.
+    let mut parts: Vec<(u64, u64)> = index.parts.iter().map(|d| (d.prefix, d.prefix | (u64::MAX >> d.depth))).collect();
+    parts.sort_unstable();
+    for (k, &(lo, hi)) in parts.iter().enumerate() {
+        let mut range = index.range(lo..=hi);
+        let in_part = range.by_ref().count();
+        assert_eq!(range.partitions_visited(), 1, "partition {lo:#x}..={hi:#x}");
+        assert!(in_part > 0, "partition {lo:#x} is empty");
+        check_range(&index, &model, (Included(lo), Included(hi)), Some((lo, hi)));
+        check_range(&index, &model, (Excluded(lo), Excluded(hi)), Some((lo + 1, hi - 1)));
+        if let Some(&(lo2, hi2)) = parts.get(k + 2) {
+            let (from, to) = (lo + (hi - lo) / 2, lo2 + (hi2 - lo2) / 2);
+            check_range(&index, &model, (Included(from), Excluded(to)), Some((from, to - 1)));
+        }
+    }
+    // One fingerprint, held twice; the ends of the space.
+    let twice = model.windows(2).find(|w| w[0].0 == w[1].0).map(|w| w[0].0).expect("a duplicated fingerprint");
+    check_range(&index, &model, (Included(twice), Included(twice)), Some((twice, twice)));
+    assert_eq!(index.range(twice..=twice).count(), 2);
+    check_range(&index, &model, (Included(u64::MAX), Unbounded), Some((u64::MAX, u64::MAX)));
+    check_range(&index, &model, (Unbounded, Included(1)), Some((0, 1)));
+    // Empty ranges visit nothing.
+    for empty in [(Included(5), Excluded(5)), (Included(9), Excluded(3)), (Unbounded, Excluded(0))] {
+        check_range(&index, &model, empty, None);
+    }
+    check_range(&index, &model, (Excluded(u64::MAX), Unbounded), None);
+    // Lazy: a consumer that takes one entry has scanned one partition.
+    let mut range = index.range(..);
+    assert_eq!(range.next().map(|(fp, _)| fp), Some(1));
+    assert_eq!(range.partitions_visited(), 1);
+    // An empty index yields nothing from its one partition.
+    let (_dir2, path2) = tmp();
+    let empty = Index::create(&path2).unwrap();
+    let mut range = empty.range(..);
+    assert_eq!(range.next(), None);
+    assert_eq!(range.partitions_visited(), 1);
 }
 
 /// The memory budget: at most 32 bytes per key of file plus heap, at every
