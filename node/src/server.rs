@@ -93,9 +93,13 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
     let listener = bind(&options.address, "node API").await?;
     let metrics_listener = bind(&options.metrics_address, "metrics").await?;
     let local = listener.local_addr().map_err(|e| bind_error(&options.address, "node API", &e))?;
+    let metrics_local =
+        metrics_listener.local_addr().map_err(|e| bind_error(&options.metrics_address, "metrics", &e))?;
+    // The bound addresses (a configured port 0 becomes a real one), which
+    // tests and scripts read from this line.
     tracing::info!(
         address = %local,
-        metrics = %options.metrics_address,
+        metrics = %metrics_local,
         disk_path = %options.disk_path.display(),
         shards = options.shards,
         node_id = %data_dir.node_id,
