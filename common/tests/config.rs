@@ -814,3 +814,12 @@ fn errors_expose_file_and_key() {
     let error = parse("").unwrap_err();
     assert_eq!(error.key(), None);
 }
+
+#[test]
+fn port_zero_never_clashes_because_the_kernel_picks_a_free_port() {
+    let config = parse_ok(
+        "coordinator:\n  primary: 127.0.0.1:0\ncache_nodes:\n  - address: 127.0.0.1:0\n    disk_path: ./d\n    metrics_address: 127.0.0.1:0\nreplication_factor: 1\n",
+    );
+    assert_eq!(config.cache_nodes[0].address, address("127.0.0.1:0"));
+    assert_eq!(config.cache_nodes[0].metrics_address, address("127.0.0.1:0"));
+}
