@@ -15,9 +15,11 @@
 //!    engine (flush, index checkpoint), and the process exits 0. A second
 //!    signal exits at once: durability never depends on a clean stop.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use opticache_engine::config::EngineConfig;
@@ -26,10 +28,15 @@ use opticache_proto::node::v1::node_server::NodeServer;
 use opticache_proto::node::v1::ServingState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::body::Body;
+use tonic::codegen::{http, BoxFuture, Service};
+use tonic::server::NamedService;
+use tonic::Status;
 use tonic_health::ServingStatus;
 
 use crate::core::NodeCore;
 use crate::datadir::{DataDir, DataDirError};
+use crate::error::is_over_message_limit;
 use crate::service::{NodeService, BATCH_BYTES_MAX};
 use crate::shard::{self, ShardError, ShardRequest, ShardSpec, StartedShard};
 
@@ -130,19 +137,32 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
         .build_v1()
         .map_err(|e| NodeStartError::Serve(e.to_string()))?;
     let message_limit = (options.engine.max_value_bytes).max(BATCH_BYTES_MAX as usize) + MESSAGE_OVERHEAD_BYTES;
-    let node_service = NodeServer::new(NodeService::new(core.clone()))
-        .max_decoding_message_size(message_limit)
-        .max_encoding_message_size(message_limit);
+    let node_service = MessageLimitCode(
+        NodeServer::new(NodeService::new(core.clone()))
+            .max_decoding_message_size(message_limit)
+            .max_encoding_message_size(message_limit),
+    );
 
     let (drained_tx, drained) = watch::channel(false);
+    // The builder's tcp_nodelay applies only to listeners tonic binds itself;
+    // ours is bound early (to report a port in use before start-up), so its
+    // connections get TCP_NODELAY here. Without it, Nagle's algorithm and
+    // delayed ACKs hold small responses back for ~40 ms.
+    let incoming = futures_lite::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        if let Ok(stream) = &conn {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        }
+        conn
+    });
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(node_service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), wait_true(drained));
+        .serve_with_incoming_shutdown(incoming, wait_true(drained));
     let server = tokio::spawn(server);
     let metrics = tokio::spawn(crate::metrics::serve(core.clone(), metrics_listener, wait_true(stop.clone())));
 
@@ -259,6 +279,48 @@ fn bind_error(address: &str, what: &'static str, e: &std::io::Error) -> NodeStar
         e.to_string()
     };
     NodeStartError::Bind { address: address.to_string(), what, reason }
+}
+
+/// The node service, answering a request message over the gRPC message limit
+/// with RESOURCE_EXHAUSTED.
+///
+/// Why: tonic refuses such a message with OUT_OF_RANGE before the handler
+/// runs, but the contract (api.md) answers a value or batch over its limit
+/// with RESOURCE_EXHAUSTED on every path, including when "gRPC itself"
+/// rejects it; a coordinator passing the code through must not see another.
+/// tonic puts the `Status` of such an answer in the response's extensions,
+/// which is how this one is recognised; every other response passes as it is.
+/// (Streamed chunks over the limit reach the handler: `StreamError::from_client`.)
+#[derive(Clone, Debug)]
+struct MessageLimitCode<S>(S);
+
+impl<S: NamedService> NamedService for MessageLimitCode<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for MessageLimitCode<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match response.extensions().get::<Status>() {
+                Some(s) if is_over_message_limit(s) => Status::resource_exhausted(s.message()).into_http(),
+                _ => response,
+            })
+        })
+    }
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
