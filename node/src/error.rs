@@ -61,8 +61,34 @@ pub enum StreamError {
     Overflow { announced: u64 },
     #[error("total_size of {total} bytes is over the limit of {max} bytes")]
     TotalTooLarge { total: u64, max: u64 },
+    #[error("a chunk is over the gRPC message limit: {0}")]
+    ChunkOverMessageLimit(String),
     #[error("the client's stream failed: {0}")]
     Client(String),
+}
+
+/// The start of the message tonic gives a message over the decoding limit
+/// (tonic `codec/decode.rs`), with code OUT_OF_RANGE.
+const DECODE_LIMIT_MESSAGE: &str = "Error, decoded message length too large";
+
+/// Whether `status` is tonic refusing a request message over the node's gRPC
+/// message limit. The contract answers that with RESOURCE_EXHAUSTED (a value
+/// or batch over its limit), not tonic's OUT_OF_RANGE.
+pub fn is_over_message_limit(status: &Status) -> bool {
+    status.code() == Code::OutOfRange && status.message().starts_with(DECODE_LIMIT_MESSAGE)
+}
+
+impl StreamError {
+    /// What a failed read of the client's stream means: a chunk over the
+    /// message limit is bad input (tonic reports it on the stream, not as the
+    /// client's failure); anything else is the client's stream breaking.
+    pub fn from_client(status: &Status) -> StreamError {
+        if is_over_message_limit(status) {
+            StreamError::ChunkOverMessageLimit(status.message().to_string())
+        } else {
+            StreamError::Client(status.message().to_string())
+        }
+    }
 }
 
 impl From<NodeError> for Status {
@@ -77,7 +103,9 @@ impl From<NodeError> for Status {
             NodeError::VersionMismatch { .. } => Code::FailedPrecondition,
             NodeError::StaleUpdate { .. } => Code::Aborted,
             NodeError::Stream(s) => match s {
-                StreamError::Overflow { .. } | StreamError::TotalTooLarge { .. } => Code::ResourceExhausted,
+                StreamError::Overflow { .. }
+                | StreamError::TotalTooLarge { .. }
+                | StreamError::ChunkOverMessageLimit(_) => Code::ResourceExhausted,
                 StreamError::Client(_) => Code::Cancelled,
                 _ => Code::InvalidArgument,
             },
@@ -111,6 +139,9 @@ mod tests {
         assert_eq!(code(NodeError::BatchTooLong { len: 2, max: 1 }), Code::ResourceExhausted);
         assert_eq!(code(NodeError::BatchTooLarge { bytes: 2, max: 1 }), Code::ResourceExhausted);
         assert_eq!(code(StreamError::Overflow { announced: 1 }.into()), Code::ResourceExhausted);
+        let over_limit = Status::out_of_range(format!("{DECODE_LIMIT_MESSAGE}: found 2 bytes, the limit is: 1 bytes"));
+        assert_eq!(code(StreamError::from_client(&over_limit).into()), Code::ResourceExhausted);
+        assert_eq!(code(StreamError::from_client(&Status::cancelled("gone")).into()), Code::Cancelled);
         assert_eq!(code(StreamError::Short { announced: 2, received: 1 }.into()), Code::InvalidArgument);
         assert_eq!(code(StreamError::FirstChunkWithoutKey.into()), Code::InvalidArgument);
         assert_eq!(code(NodeError::UpdateNotFound), Code::NotFound);

@@ -199,7 +199,7 @@ impl NodeService {
     async fn put_stream(&self, mut stream: Streaming<pb::PutChunk>) -> Result<pb::PutResponse, NodeError> {
         self.core.check_serving()?;
         let first = match stream.next().await {
-            Some(chunk) => chunk.map_err(|s| StreamError::Client(s.message().to_string()))?,
+            Some(chunk) => chunk.map_err(|s| StreamError::from_client(&s))?,
             None => return Err(StreamError::Empty.into()),
         };
         if first.key.is_empty() {
@@ -236,7 +236,7 @@ impl NodeService {
                 };
                 let chunk = match chunk {
                     Ok(chunk) => chunk,
-                    Err(s) => return abort(&chunks_tx, StreamError::Client(s.message().to_string())).await,
+                    Err(s) => return abort(&chunks_tx, StreamError::from_client(&s)).await,
                 };
                 if !chunk.key.is_empty() && (chunk.key != first_key || chunk.namespace != first_namespace) {
                     return abort(&chunks_tx, StreamError::KeyChanged).await;
