@@ -13,7 +13,9 @@
 //!
 //! `cargo bench -p opticache-node --bench node_vs_redis` runs the full
 //! comparison (`OPTICACHE_BENCH_SECONDS`, `OPTICACHE_BENCH_CLIENTS` override
-//! the 10 s and 50 clients); `-- --test` (as `make test` runs every bench)
+//! the 10 s and 50 clients; `OPTICACHE_BENCH_ONLY=get_4KiB` runs one
+//! workload, `OPTICACHE_BENCH_TARGETS=node` one target, for profiling;
+//! `OPTICACHE_BENCH_NODE_SHARDS` the node's shards, default one per core); `-- --test` (as `make test` runs every bench)
 //! runs a one-second smoke against the node only and checks it did work.
 
 use std::io::{BufRead, BufReader};
@@ -161,6 +163,8 @@ fn next_random(state: &mut u64) -> u64 {
 }
 
 struct Outcome {
+    /// CPU seconds the server used during the measured window.
+    server_cpu_seconds: f64,
     ops: u64,
     errors: u64,
     first_error: Option<String>,
@@ -169,7 +173,14 @@ struct Outcome {
 }
 
 /// Runs `workload` with `clients` connections for `measure` after `WARMUP`.
-async fn run_workload(target: Target, address: &str, workload: Workload, clients: usize, measure: Duration) -> Outcome {
+async fn run_workload(
+    target: Target,
+    address: &str,
+    server_pid: u32,
+    workload: Workload,
+    clients: usize,
+    measure: Duration,
+) -> Outcome {
     let value = Bytes::from((0..workload.value_bytes).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
     if let Op::Get = workload.op {
         preload(target, address, workload, &value, clients).await;
@@ -206,11 +217,14 @@ async fn run_workload(target: Target, address: &str, workload: Workload, clients
     tokio::time::sleep(WARMUP).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = cpu_seconds(server_pid);
     tokio::time::sleep(measure).await;
     measuring.store(false, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu_seconds = cpu_seconds(server_pid) - cpu_before;
     stop.store(true, Ordering::Relaxed);
     let mut out = Outcome {
+        server_cpu_seconds,
         ops: 0,
         errors: 0,
         first_error: None,
@@ -264,8 +278,9 @@ fn start_node() -> Server {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
     let config = dir.path().join("config.yaml");
     let yaml = format!(
-        "coordinator:\n  primary: 127.0.0.1:1\ncache_nodes:\n  - address: 127.0.0.1:0\n    disk_path: {}\n    metrics_address: 127.0.0.1:0\nreplication_factor: 1\nnode:\n  durability: sync\n",
-        dir.path().join("data").display()
+        "coordinator:\n  primary: 127.0.0.1:1\ncache_nodes:\n  - address: 127.0.0.1:0\n    disk_path: {}\n    metrics_address: 127.0.0.1:0\nreplication_factor: 1\nnode:\n  durability: sync\n  shards: {}\n",
+        dir.path().join("data").display(),
+        env_or("OPTICACHE_BENCH_NODE_SHARDS", 0u32)
     );
     std::fs::write(&config, yaml).expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_opticache-node"))
@@ -312,6 +327,17 @@ fn start_redis() -> Option<Server> {
     Some(Server { child, address, _dir: dir })
 }
 
+/// CPU seconds (user + system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start past ')'.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -322,7 +348,8 @@ fn main() {
     if smoke {
         let node = start_node();
         let w = Workload { name: "set_4KiB", op: Op::Set, value_bytes: 4 << 10, keys: 1000 };
-        let out = runtime.block_on(run_workload(Target::Node, &node.address, w, 4, Duration::from_secs(1)));
+        let out =
+            runtime.block_on(run_workload(Target::Node, &node.address, node.child.id(), w, 4, Duration::from_secs(1)));
         assert!(out.ops > 0 && out.errors == 0, "smoke: {} ops, {} errors {:?}", out.ops, out.errors, out.first_error);
         println!("node_vs_redis smoke: {} node puts in 1 s, no errors", out.ops);
         return;
@@ -330,29 +357,34 @@ fn main() {
     let clients = env_or("OPTICACHE_BENCH_CLIENTS", 50usize);
     let seconds = env_or("OPTICACHE_BENCH_SECONDS", 10u64);
     let measure = Duration::from_secs(seconds);
-    println!("| workload | target | ops/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| workload | target | ops/s | MB/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/op | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
-    for w in WORKLOADS {
+    let only = std::env::var("OPTICACHE_BENCH_ONLY").ok();
+    let targets = std::env::var("OPTICACHE_BENCH_TARGETS").unwrap_or_else(|_| "node,redis".into());
+    for w in WORKLOADS.into_iter().filter(|w| only.as_deref().is_none_or(|o| o == w.name)) {
         let mut throughput = [0.0f64; 2];
         for (i, target) in [Target::Node, Target::Redis].into_iter().enumerate() {
+            if !targets.split(',').any(|t| t.eq_ignore_ascii_case(&format!("{target:?}"))) {
+                continue;
+            }
             // A fresh server per workload: no workload runs on another's garbage.
             let server = match target {
                 Target::Node => start_node(),
                 Target::Redis => match start_redis() {
                     Some(s) => s,
                     None => {
-                        println!("| {} | redis | not run: redis-server not found | | | | | | |", w.name);
+                        println!("| {} | redis | not run: redis-server not found | | | | | | | |", w.name);
                         continue;
                     }
                 },
             };
-            let out = runtime.block_on(run_workload(target, &server.address, w, clients, measure));
+            let out = runtime.block_on(run_workload(target, &server.address, server.child.id(), w, clients, measure));
             let ops_s = out.ops as f64 / out.seconds;
             throughput[i] = ops_s;
             let ms = |q: f64| out.histogram.value_at_quantile(q) as f64 / 1000.0;
             println!(
-                "| {} | {:?} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {}{} |",
+                "| {} | {:?} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {}{} |",
                 w.name,
                 target,
                 ops_s,
@@ -361,6 +393,7 @@ fn main() {
                 ms(0.99),
                 ms(0.999),
                 out.histogram.max() as f64 / 1000.0,
+                out.server_cpu_seconds * 1e6 / out.ops.max(1) as f64,
                 out.errors,
                 out.first_error.map(|e| format!(" ({e})")).unwrap_or_default()
             );

@@ -8,6 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// mimalloc instead of glibc malloc: request buffers are allocated on the
+/// front's threads and freed on others, which glibc's arenas handle poorly
+/// (malloc_consolidate and _int_malloc were ~8% of the front's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use opticache_node::options::{self, Overrides};
 
 /// An OptiCache cache node: one shard per core, each with its own engine.
@@ -29,6 +35,9 @@ struct Args {
     /// Shards (executors), instead of the config's; fixed for a data dir's life.
     #[arg(long)]
     shards: Option<u32>,
+    /// Threads of the gRPC front (tokio workers); default: one per core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    front_threads: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +63,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("front").build() {
+    let front_threads =
+        args.front_threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(front_threads)
+        .enable_all()
+        .thread_name("front")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("opticache-node: cannot start the async runtime: {e}");
