@@ -14,10 +14,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::poll_fn;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use bytes::Bytes;
 use glommio::Task;
@@ -106,18 +105,14 @@ impl Existing {
 #[derive(Debug)]
 pub(crate) struct FpGuard {
     fp: u64,
-    locks: Rc<RefCell<HashMap<u64, Vec<Waker>>>>,
+    locks: crate::fplock::LockTable,
     /// The index entry (by location) that is this key's, if it has one.
     pub target: Cell<Option<Loc>>,
 }
 
 impl Drop for FpGuard {
     fn drop(&mut self) {
-        if let Some(waiters) = self.locks.borrow_mut().remove(&self.fp) {
-            for w in waiters {
-                w.wake();
-            }
-        }
+        crate::fplock::release(&self.locks, self.fp);
     }
 }
 
@@ -139,7 +134,8 @@ pub(crate) struct Inner<S: Storage> {
     pub applier_waker: RefCell<Option<Waker>>,
     pub writer_waker: RefCell<Option<Waker>>,
     pub writer_done: Cell<bool>,
-    pub inflight: Rc<RefCell<HashMap<u64, Vec<Waker>>>>,
+    /// Per-fingerprint write locks ([`crate::fplock`]).
+    pub inflight: crate::fplock::LockTable,
     pub spare: RefCell<Option<SpareTask<S>>>,
     pub background_queue: TaskQueueHandle,
     pub closing: Cell<bool>,
@@ -565,20 +561,7 @@ impl<S: Storage> Inner<S> {
     }
 
     pub(crate) async fn lock_fp(&self, fp: u64) -> FpGuard {
-        poll_fn(|cx| {
-            let mut locks = self.inflight.borrow_mut();
-            match locks.get_mut(&fp) {
-                Some(waiters) => {
-                    waiters.push(cx.waker().clone());
-                    Poll::Pending
-                }
-                None => {
-                    locks.insert(fp, Vec::new());
-                    Poll::Ready(())
-                }
-            }
-        })
-        .await;
+        crate::fplock::acquire(&self.inflight, fp).await;
         FpGuard { fp, locks: self.inflight.clone(), target: Cell::new(None) }
     }
 

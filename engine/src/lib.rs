@@ -16,6 +16,7 @@
 //! - [`cache`]: the in-memory hot-value cache (S3-FIFO) under a byte budget.
 //! - [`compaction`]: rewriting segments whose garbage ratio passes a threshold.
 //! - [`chunked`]: values written and read in pieces, up to gigabytes.
+//! - `fplock`: per-key write locks handed over first come, first served.
 //! - [`engine`]: the public face: put, get, delete, update, budgets, TTL,
 //!   last-writer-wins by version.
 //! - [`listing`]: pages of keys with their versions, by fingerprint range,
@@ -30,6 +31,7 @@ pub mod compaction;
 pub mod config;
 pub mod engine;
 pub mod error;
+mod fplock;
 pub mod index;
 pub mod io;
 pub mod limits;
