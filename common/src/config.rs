@@ -66,6 +66,12 @@ pub const MAX_VALUE_BYTES_DEFAULT: u64 = 64 << 20;
 pub const MAX_VALUE_BYTES_LIMIT: u64 = 256 << 20;
 
 pub const SEGMENT_BYTES_DEFAULT: u64 = 256 << 20;
+/// Off by default: zero-filling a segment doubles the disk writes, and with
+/// 1 MiB values a write that waits for the next segment stalls (a node's
+/// 1 MiB write p99 went from ~0.3 s to over 1 s with it on); small sync writes
+/// gain from it only at rates the node's CPU does not reach here
+/// (docs/benchmarks.md, "Node").
+pub const PREFILL_SEGMENTS_DEFAULT: bool = false;
 pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
 /// Offsets in the engine's index are 30 bits.
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
@@ -131,6 +137,8 @@ pub struct NodeDefaults {
     pub max_value_bytes: u64,
     /// The size segment files are created at and rolled at.
     pub segment_bytes: u64,
+    /// Zero-fill each new segment in the background before use.
+    pub prefill_segments: bool,
 }
 
 /// When a write is acknowledged relative to fdatasync. The config's own type:
@@ -169,6 +177,7 @@ pub struct NodeSettings {
     pub disk_full_policy: DiskFullPolicy,
     pub max_value_bytes: u64,
     pub segment_bytes: u64,
+    pub prefill_segments: bool,
 }
 
 impl NodeSettings {
@@ -273,6 +282,7 @@ impl ClusterConfig {
             disk_full_policy: defaults.disk_full_policy,
             max_value_bytes: defaults.max_value_bytes,
             segment_bytes: defaults.segment_bytes,
+            prefill_segments: defaults.prefill_segments,
         })
     }
 }

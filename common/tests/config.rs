@@ -83,6 +83,7 @@ fn default_node() -> NodeDefaults {
         disk_full_policy: DiskFullPolicy::Store,
         max_value_bytes: 64 << 20,
         segment_bytes: 256 << 20,
+        prefill_segments: false,
     }
 }
 
@@ -192,6 +193,7 @@ node:
   disk_full_policy: cache
   max_value_bytes: '512'
   segment_bytes: 4194304
+  prefill_segments: true
 ";
     let config = parse_ok(text);
     assert_eq!(
@@ -223,6 +225,7 @@ node:
             disk_full_policy: DiskFullPolicy::Cache,
             max_value_bytes: 512,
             segment_bytes: 4 << 20,
+            prefill_segments: true,
         }
     );
 }
@@ -369,7 +372,8 @@ fn unknown_keys_are_named_with_the_expected_ones() {
     assert_eq!(
         error_message(&with_node(&["bogus: 1"])),
         "config/config.yaml: node.bogus: unknown key (expected one of shards, durability, sync_interval_ms, \
-         shard_memory_budget_bytes, shard_disk_budget_bytes, disk_full_policy, max_value_bytes, segment_bytes)"
+         shard_memory_budget_bytes, shard_disk_budget_bytes, disk_full_policy, max_value_bytes, segment_bytes, \
+         prefill_segments)"
     );
     assert_eq!(
         error_message(&format!("{THREE_NODES}replication: 2\n")),
@@ -720,6 +724,7 @@ fn a_listed_node_gets_its_entry_and_the_node_section() {
         disk_full_policy: DiskFullPolicy::Cache,
         max_value_bytes: 64 << 20,
         segment_bytes: 256 << 20,
+        prefill_segments: false,
     };
     assert_eq!(settings(&config, Some("127.0.0.1:6001"), None), Ok(expected(6001, "./data/cache1", 2)));
     // The per-node override wins over node.shards.
@@ -751,6 +756,7 @@ fn an_unlisted_node_needs_a_disk_path() {
             disk_full_policy: DiskFullPolicy::Store,
             max_value_bytes: 64 << 20,
             segment_bytes: 256 << 20,
+            prefill_segments: false,
         }
     );
     // Port 0 (the OS chooses) keeps an OS-chosen metrics port instead of a fixed 1000.

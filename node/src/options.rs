@@ -63,6 +63,7 @@ pub fn resolve(file: &Path, settings: NodeSettings, overrides: &Overrides) -> Re
             DiskFullPolicy::Store => engine_config::DiskFullPolicy::Store,
             DiskFullPolicy::Cache => engine_config::DiskFullPolicy::Cache,
         },
+        prefill_segments: settings.prefill_segments,
         ..EngineConfig::default()
     };
     engine.validate().map_err(|reason| OptionsError::Engine { file: file.to_path_buf(), reason })?;

@@ -70,7 +70,7 @@ pub struct NodeOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeStartError {
-    #[error("{0}; glommio needs to lock its I/O memory (raise `ulimit -l`)")]
+    #[error("{0}")]
     Memlock(String),
     #[error(transparent)]
     DataDir(#[from] DataDirError),

@@ -21,6 +21,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -237,6 +238,28 @@ async fn a_disk_path_under_a_regular_file_is_refused() {
     let (status, log) = home.fail_to_start().await;
     assert_refused(status, &log, &[&disk_path.display().to_string()]);
     assert!(std::fs::read(&file).unwrap() == b"not a directory", "the file was changed");
+}
+
+#[tokio::test]
+async fn a_memlock_limit_too_low_for_glommio_is_refused_before_anything_is_created() {
+    let home = NodeHome::new(&Settings::default());
+    let mut node = home.spawn_with(|command| {
+        // SAFETY: setrlimit(2) is async-signal-safe and touches only the
+        // child's limits; it runs in the forked child before exec.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit { rlim_cur: 64 << 10, rlim_max: 64 << 10 };
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let status = node.wait_exit().await;
+    let log = node.log();
+    assert_refused(status, &log, &["RLIMIT_MEMLOCK", "ulimit -l"]);
+    assert!(!home.data.exists(), "a refused start created the data dir");
 }
 
 #[tokio::test]

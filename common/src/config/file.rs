@@ -15,8 +15,8 @@ use super::host_port::HostPort;
 use super::{byte_size, DiskFullPolicy};
 use super::{
     FAILOVER_AFTER_MS_DEFAULT, HEARTBEAT_INTERVAL_MS_DEFAULT, HEARTBEAT_MISSES_DEFAULT, MAX_VALUE_BYTES_DEFAULT,
-    REPLICATION_FACTOR_DEFAULT, SEGMENT_BYTES_DEFAULT, SHARDS_DEFAULT, SHARD_DISK_BUDGET_BYTES_DEFAULT,
-    SHARD_MEMORY_BUDGET_BYTES_DEFAULT, SYNC_INTERVAL_MS_DEFAULT, WRITE_QUORUM_DEFAULT,
+    PREFILL_SEGMENTS_DEFAULT, REPLICATION_FACTOR_DEFAULT, SEGMENT_BYTES_DEFAULT, SHARDS_DEFAULT,
+    SHARD_DISK_BUDGET_BYTES_DEFAULT, SHARD_MEMORY_BUDGET_BYTES_DEFAULT, SYNC_INTERVAL_MS_DEFAULT, WRITE_QUORUM_DEFAULT,
 };
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +74,7 @@ pub(super) struct NodeFile {
     pub max_value_bytes: u64,
     #[serde(deserialize_with = "byte_size::deserialize")]
     pub segment_bytes: u64,
+    pub prefill_segments: bool,
 }
 
 impl Default for NodeFile {
@@ -87,6 +88,7 @@ impl Default for NodeFile {
             disk_full_policy: DiskFullPolicy::Store,
             max_value_bytes: MAX_VALUE_BYTES_DEFAULT,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
+            prefill_segments: PREFILL_SEGMENTS_DEFAULT,
         }
     }
 }

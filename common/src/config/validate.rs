@@ -185,6 +185,7 @@ fn validate_node(node: NodeFile) -> Result<NodeDefaults, (&'static str, String)>
         disk_full_policy: node.disk_full_policy,
         max_value_bytes: node.max_value_bytes,
         segment_bytes: node.segment_bytes,
+        prefill_segments: node.prefill_segments,
     })
 }
 

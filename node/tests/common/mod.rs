@@ -120,14 +120,17 @@ impl NodeHome {
 
     /// Spawns a node on this home without waiting for anything.
     pub fn spawn(&self) -> Node {
+        self.spawn_with(|_| {})
+    }
+
+    /// Spawns a node after `adjust` had its say on the command.
+    pub fn spawn_with(&self, adjust: impl FnOnce(&mut Command)) -> Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_opticache-node"));
         command
             .arg("--config")
             .arg(&self.config)
-            // The config file cannot ask for port 0 for both the API and the
-            // metrics (its validation counts two port-0 listeners as one
-            // address used twice), so it names a placeholder metrics port and
-            // this flag, which wins over the file, asks for an OS-chosen one.
+            // The file names a placeholder metrics port; this flag, which wins
+            // over the file, asks for an OS-chosen one (also exercising it).
             .args(["--metrics-address", "127.0.0.1:0"])
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info")
@@ -146,6 +149,7 @@ impl NodeHome {
                 Ok(())
             });
         }
+        adjust(&mut command);
         let mut child = command.spawn().expect("spawn opticache-node");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(Vec::new()));
