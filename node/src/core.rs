@@ -36,7 +36,7 @@ pub struct NodeCore {
 
 impl NodeCore {
     pub fn new(node_id: String, shards: Vec<Arc<ShardHandle>>, max_value_bytes: u64) -> Self {
-        let metrics = Metrics::new(shards.len());
+        let metrics = Metrics::new();
         Self {
             node_id,
             shards,
@@ -96,7 +96,10 @@ impl NodeCore {
         shard: &ShardHandle,
         make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> ShardRequest,
     ) -> Result<T, NodeError> {
-        shard.call(make).await.ok_or(NodeError::ShardStopped(shard.shard))
+        let started = std::time::Instant::now();
+        let answer = shard.call(make).await.ok_or(NodeError::ShardStopped(shard.shard));
+        self.metrics.observe_shard_call(shard.shard, started.elapsed());
+        answer
     }
 
     /// Every shard's counters, in shard order (requires a serving or

@@ -42,6 +42,11 @@ struct RpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcErrorLabels {
     rpc: Rpc,
     code: String,
@@ -57,10 +62,17 @@ pub struct Metrics {
     registry: Registry,
     rpc_latency: Family<RpcLabels, Histogram>,
     rpc_errors: Family<RpcErrorLabels, Counter>,
+    shard_call_latency: Family<ShardLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    pub fn new(_shards: usize) -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("opticache_node");
         let rpc_latency = Family::<RpcLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(LATENCY_BUCKET_START_SECONDS, 2.0, LATENCY_BUCKETS))
@@ -72,7 +84,15 @@ impl Metrics {
             rpc_latency.clone(),
         );
         registry.register("rpc_errors", "Node RPCs answered with an error, by RPC and gRPC code", rpc_errors.clone());
-        Self { registry, rpc_latency, rpc_errors }
+        let shard_call_latency = Family::<ShardLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(LATENCY_BUCKET_START_SECONDS, 2.0, LATENCY_BUCKETS))
+        });
+        registry.register(
+            "shard_call_latency_seconds",
+            "Time from handing a request to a shard's queue to its answer, per shard (queueing included)",
+            shard_call_latency.clone(),
+        );
+        Self { registry, rpc_latency, rpc_errors, shard_call_latency }
     }
 
     /// Records one RPC: its latency, and its error code if it failed.
@@ -81,6 +101,11 @@ impl Metrics {
         if let Some(code) = error {
             self.rpc_errors.get_or_create(&RpcErrorLabels { rpc, code: format!("{code:?}") }).inc();
         }
+    }
+
+    /// Records one request's time on shard `shard`, queueing included.
+    pub fn observe_shard_call(&self, shard: u32, took: Duration) {
+        self.shard_call_latency.get_or_create(&ShardLabels { shard }).observe(took.as_secs_f64());
     }
 
     /// The whole exposition: the front's metrics, then each shard's.

@@ -555,4 +555,15 @@ async fn the_metrics_endpoint_serves_shard_and_rpc_metrics() {
     assert!(body.contains("opticache_node_rpc_latency_seconds"), "{body}");
     assert!(body.contains("opticache_node_rpc_latency_seconds_count{rpc=\"Put\"} 12"), "12 puts observed:\n{body}");
     assert!(body.lines().any(|l| l == "opticache_node_serving{state=\"serving\"} 1"), "{body}");
+    // Every put and get went through its shard's queue: each shard's call
+    // histogram counts at least those (stats calls come on top).
+    for (shard, s) in stats.iter().enumerate() {
+        let prefix = format!("opticache_node_shard_call_latency_seconds_count{{shard=\"{shard}\"}} ");
+        let count: u64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{body}"));
+        assert!(count >= s.puts + s.gets, "shard {shard}: {count} calls < {} puts + {} gets", s.puts, s.gets);
+    }
 }
