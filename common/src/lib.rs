@@ -5,11 +5,14 @@
 //!   key, and [`ClusterConfig::node_settings`], the settings one cache node
 //!   runs with. Coordinators, nodes and tools read the file through this one
 //!   module, so they never disagree on what it means.
+//! - [`version`]: the layout of versions and the hybrid logical clock that
+//!   coordinators and nodes stamp writes with.
 //!
 //! This crate depends on no other OptiCache crate: the engine and the servers
 //! depend on it, not the other way round.
 
 pub mod config;
+pub mod version;
 
 pub use config::{
     CacheNodeConfig, ClusterConfig, ConfigError, CoordinatorConfig, DiskFullPolicy, Durability, HostPort, NodeDefaults,

@@ -13,11 +13,11 @@ use std::time::Instant;
 use opticache_engine::stats::EngineStats;
 use opticache_proto::node::v1::ServingState;
 
-use crate::clock::{VersionClock, NODE_ORIGIN};
 use crate::error::NodeError;
 use crate::metrics::Metrics;
 use crate::router::shard_of;
 use crate::shard::{ShardHandle, ShardRequest};
+use opticache_common::version::{VersionClock, ORIGIN_NODE};
 
 /// What the node's front needs; built once at start-up.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ impl NodeCore {
             node_id,
             shards,
             max_value_bytes,
-            clock: VersionClock::new(NODE_ORIGIN),
+            clock: VersionClock::new(ORIGIN_NODE),
             metrics,
             state: AtomicU8::new(ServingState::Recovering as u8),
             epoch: AtomicU64::new(0),

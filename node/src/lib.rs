@@ -12,11 +12,9 @@
 //! - [`router`]: key hash → shard;
 //! - [`shard`]: the executor thread owning one engine, and its request queue;
 //! - [`datadir`]: the data dir's lock, identity and shard count;
-//! - [`clock`]: versions the node stamps for writes sent without one;
 //! - [`metrics`]: Prometheus metrics over HTTP;
 //! - [`options`]: the node's settings from `config/config.yaml` and flags.
 
-pub mod clock;
 pub mod core;
 pub mod datadir;
 pub mod error;

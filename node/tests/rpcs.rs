@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use common::*;
 use futures_lite::StreamExt;
-use opticache_node::clock::{NODE_ORIGIN, VERSION_MS_SHIFT, VERSION_ORIGIN_MASK};
+use opticache_common::version::{ORIGIN_NODE as NODE_ORIGIN, VERSION_MS_SHIFT, VERSION_ORIGIN_MASK};
 use opticache_proto::node::v1 as pb;
 use pb::node_client::NodeClient;
 use tonic::transport::Channel;
