@@ -57,6 +57,11 @@ impl DataDir {
     /// for a node with `shards` shards.
     pub fn open(path: &Path, shards: u32) -> Result<DataDir, DataDirError> {
         fs::create_dir_all(path).map_err(|source| DataDirError::Create { path: path.to_path_buf(), source })?;
+        // Absolute from here on: glommio opens directories by a path that
+        // must not depend on the working directory (a relative one fails
+        // with EBADF), and logs then name the real place.
+        let path =
+            &fs::canonicalize(path).map_err(|source| DataDirError::Create { path: path.to_path_buf(), source })?;
         let lock = lock(path)?;
         let node_id = read_or_create(path, ID_FILE_NAME, new_node_id)?;
         let found = read_or_create(path, SHARDS_FILE_NAME, || shards.to_string())?;
@@ -152,6 +157,26 @@ mod tests {
         let again = DataDir::open(dir.path(), 2).unwrap();
         assert_eq!(again.node_id, id, "the id is stable across restarts");
         assert_eq!(again.node_id.len(), 32);
+    }
+
+    #[test]
+    fn a_relative_path_is_made_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff_from(&cwd, &dir.path().join("rel"));
+        let opened = DataDir::open(&relative, 1).unwrap();
+        assert!(opened.path.is_absolute(), "{}", opened.path.display());
+        assert_eq!(opened.path, fs::canonicalize(dir.path().join("rel")).unwrap());
+    }
+
+    /// `target` as a path relative to `base` (both absolute).
+    fn pathdiff_from(base: &Path, target: &Path) -> PathBuf {
+        let up = base.components().count() - 1;
+        let mut rel = PathBuf::new();
+        for _ in 0..up {
+            rel.push("..");
+        }
+        rel.join(target.strip_prefix("/").unwrap())
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
     for i in 0..options.shards {
         let spec = ShardSpec {
             shard: i,
-            dir: shard::shard_dir(&options.disk_path, i),
+            dir: shard::shard_dir(&data_dir.path, i),
             engine: options.engine.clone(),
             cpu: options.pin_shards.then_some(i as usize % cpus),
         };
