@@ -12,9 +12,10 @@ use std::{env, path::PathBuf};
 /// The contract files, relative to `INCLUDE_DIR`, each with the stem of its
 /// descriptor file in OUT_DIR (`src/lib.rs` includes them by name). Import
 /// paths mirror packages (`opticache.v1`), as protobuf style asks.
-const PROTOS: [(&str, &str); 2] = [
+const PROTOS: [(&str, &str); 3] = [
     ("opticache/v1/opticache.proto", "opticache_v1_descriptor"),
     ("opticache/node/v1/node.proto", "opticache_node_v1_descriptor"),
+    ("opticache/coordinator/v1/peer.proto", "opticache_coordinator_v1_descriptor"),
 ];
 /// The import root: this crate's directory.
 const INCLUDE_DIR: &str = ".";

@@ -16,7 +16,10 @@
 //!   recovering node must see new writes to converge), DOWN takes none (the
 //!   coordinator keeps hints for it instead);
 //! - a node that was DOWN, that missed a write, or whose identity changed (a
-//!   wiped disk) never goes back to UP without a completed catch-up;
+//!   wiped disk) never goes back to UP without a completed catch-up; a missed
+//!   write takes an UP node out of the read path at once (SUSPECT), so a
+//!   reader never gets an older version from it after a newer one was
+//!   acknowledged;
 //! - an answer from a node that is not serving (itself recovering or
 //!   draining) counts as a miss: it cannot take data calls.
 
@@ -112,9 +115,16 @@ impl NodeHealth {
         (self.state != before).then_some(self.state)
     }
 
-    /// A write could not reach this node (it will need to catch up).
-    pub fn on_write_missed(&mut self) {
+    /// A write could not reach this node: it must catch up before it serves
+    /// reads again, so an UP node stops serving reads (SUSPECT) at once.
+    /// Returns the new state if it changed.
+    pub fn on_write_missed(&mut self) -> Option<NodeState> {
         self.missed_writes = true;
+        if self.state == NodeState::Up {
+            self.state = NodeState::Suspect;
+            return Some(NodeState::Suspect);
+        }
+        None
     }
 
     /// The node has everything it missed; returns the new state if it changed.
@@ -125,6 +135,20 @@ impl NodeHealth {
         self.missed_writes = false;
         self.state = NodeState::Up;
         Some(NodeState::Up)
+    }
+
+    /// Takes a state decided elsewhere (the primary coordinator's, adopted
+    /// by the standby); returns it if it changed.
+    pub fn force(&mut self, state: NodeState) -> Option<NodeState> {
+        if state == self.state {
+            return None;
+        }
+        if state == NodeState::Up {
+            self.missed_writes = false;
+            self.misses = 0;
+        }
+        self.state = state;
+        Some(state)
     }
 
     /// Whether the node must catch up before it serves reads.
@@ -164,8 +188,8 @@ mod tests {
     fn a_node_that_missed_writes_or_was_down_recovers_before_serving_reads() {
         let mut h = NodeHealth::new(2);
         h.on_probe(ok("n1"));
-        h.on_probe(Probe::Missed);
-        h.on_write_missed();
+        assert_eq!(h.on_write_missed(), Some(NodeState::Suspect), "out of the read path at once");
+        assert!(!h.serves_reads());
         assert_eq!(h.on_probe(ok("n1")), Some(NodeState::Recovering));
         assert!(h.takes_writes() && !h.serves_reads() && h.needs_catch_up());
         assert_eq!(h.on_caught_up(), Some(NodeState::Up));

@@ -38,6 +38,13 @@ pub mod node {
     }
 }
 
+/// Package `opticache.coordinator.v1`: what the two coordinators tell each other.
+pub mod coordinator {
+    pub mod v1 {
+        tonic::include_proto!("opticache.coordinator.v1");
+    }
+}
+
 /// The encoded `google.protobuf.FileDescriptorSet` of `opticache.node.v1`.
 pub const NODE_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("opticache_node_v1_descriptor");
 

@@ -1,0 +1,180 @@
+//! Catch-up of a node that comes back (anti-entropy): every key the node
+//! should hold, listed from the other replicas with its version, is copied
+//! to it when the node's own copy is older or missing. Last-writer-wins makes
+//! copying safe while new writes arrive: a copy older than what the node has
+//! changes nothing.
+//!
+//! Invariant: a node is declared caught up only after a complete pass during
+//! which no write to it failed (a failed write bumps its miss generation and
+//! the pass starts over).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use opticache_common::version::unix_ms;
+use opticache_proto::node::v1 as node;
+
+use crate::cluster::Cluster;
+use crate::health::NodeState;
+use crate::service::NODE_CALL_TIMEOUT;
+
+/// Keys per ListKeys page.
+const LIST_PAGE_LEN: u32 = 1024;
+/// Passes before giving up for now (the next heartbeat tries again).
+const PASSES_MAX: usize = 3;
+
+/// Brings node `target` up to date; marks it caught up on success.
+pub async fn catch_up(cluster: &Cluster, target: usize) {
+    let address = cluster.members[target].address.clone();
+    for pass in 0..PASSES_MAX {
+        let generation = cluster.members[target].miss_generation();
+        match copy_missing(cluster, target).await {
+            Ok(copied) => {
+                if cluster.members[target].miss_generation() == generation {
+                    tracing::info!(node = %address, copied, pass, "node caught up");
+                    cluster.caught_up(target);
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %address, error = %e, "catch-up failed; retrying at the next heartbeat");
+                return;
+            }
+        }
+    }
+}
+
+type Key = (Bytes, Bytes);
+
+/// Every (namespace, key) → version node `i` holds.
+async fn holdings(cluster: &Cluster, i: usize) -> Result<HashMap<Key, u64>, String> {
+    let mut client = cluster.members[i].client.clone();
+    let shards =
+        client.heartbeat(node::HeartbeatRequest { epoch: 0 }).await.map_err(|s| s.to_string())?.into_inner().shards;
+    let mut out = HashMap::new();
+    for shard in 0..shards {
+        list_shard(cluster, i, shard, |e| {
+            out.insert((e.namespace.clone(), e.key.clone()), e.version);
+        })
+        .await?;
+    }
+    Ok(out)
+}
+
+async fn list_shard(
+    cluster: &Cluster,
+    i: usize,
+    shard: u32,
+    mut each: impl FnMut(&node::ListedKey),
+) -> Result<(), String> {
+    let mut client = cluster.members[i].client.clone();
+    let mut start = 0u64;
+    loop {
+        let req = node::ListKeysRequest { shard, start_fingerprint: start, end_fingerprint: 0, limit: LIST_PAGE_LEN };
+        let page = tokio::time::timeout(NODE_CALL_TIMEOUT, client.list_keys(req))
+            .await
+            .map_err(|_| "listing timed out".to_string())?
+            .map_err(|s| format!("{}: {}", cluster.members[i].address, s.message()))?
+            .into_inner();
+        page.entries.iter().for_each(&mut each);
+        if page.done {
+            return Ok(());
+        }
+        start = page.next_fingerprint;
+    }
+}
+
+/// One pass: copies to `target` what the other replicas hold newer.
+async fn copy_missing(cluster: &Cluster, target: usize) -> Result<u64, String> {
+    let have = holdings(cluster, target).await?;
+    let mut copied = 0u64;
+    for source in 0..cluster.members.len() {
+        if source == target || cluster.members[source].state() != NodeState::Up {
+            continue;
+        }
+        let mut client = cluster.members[source].client.clone();
+        let shards =
+            client.heartbeat(node::HeartbeatRequest { epoch: 0 }).await.map_err(|s| s.to_string())?.into_inner().shards;
+        for shard in 0..shards {
+            let mut wanted = Vec::new();
+            list_shard(cluster, source, shard, |e| {
+                let Ok(namespace) = std::str::from_utf8(&e.namespace) else { return };
+                if !cluster.replicas_of(namespace, &e.key).contains(&target) {
+                    return;
+                }
+                let newer = have.get(&(e.namespace.clone(), e.key.clone())).is_none_or(|&v| v < e.version);
+                let expired = !e.tombstone && e.expiry_unix_ms != 0 && e.expiry_unix_ms <= unix_ms();
+                if newer && !expired {
+                    wanted.push(e.clone());
+                }
+            })
+            .await?;
+            for e in wanted {
+                copy_one(cluster, source, target, e).await?;
+                copied += 1;
+            }
+        }
+    }
+    Ok(copied)
+}
+
+async fn copy_one(cluster: &Cluster, source: usize, target: usize, e: node::ListedKey) -> Result<(), String> {
+    let mut to = cluster.members[target].client.clone();
+    if e.tombstone {
+        let req = node::DeleteRequest { namespace: e.namespace, key: e.key, version: e.version };
+        to.delete(req).await.map_err(|s| s.to_string())?;
+        return Ok(());
+    }
+    let mut from = cluster.members[source].client.clone();
+    let get = node::GetRequest { namespace: e.namespace.clone(), key: e.key.clone() };
+    let got = match from.get(get.clone()).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+            return copy_streamed(cluster, source, target, get).await
+        }
+        Err(s) => return Err(s.to_string()),
+    };
+    if !got.found {
+        return Ok(()); // deleted or expired since the listing: its tombstone comes in a later pass
+    }
+    let put = node::PutRequest {
+        namespace: e.namespace,
+        key: e.key,
+        value: got.value,
+        version: got.version,
+        expiry_unix_ms: got.expiry_unix_ms,
+    };
+    to.put(put).await.map_err(|s| s.to_string())?;
+    Ok(())
+}
+
+/// Copies a value too large for one message, chunk by chunk.
+async fn copy_streamed(cluster: &Cluster, source: usize, target: usize, get: node::GetRequest) -> Result<(), String> {
+    let mut from = cluster.members[source].client.clone();
+    let mut chunks = from.get_stream(get.clone()).await.map_err(|s| s.to_string())?.into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel::<node::PutChunk>(2);
+    let mut to = cluster.members[target].client.clone();
+    let put = tokio::spawn(async move { to.put_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let mut first = true;
+    while let Some(c) = chunks.message().await.map_err(|s| s.to_string())? {
+        let out = if first {
+            first = false;
+            node::PutChunk {
+                namespace: get.namespace.clone(),
+                key: get.key.clone(),
+                version: c.version,
+                expiry_unix_ms: c.expiry_unix_ms,
+                total_size: c.total_size,
+                data: c.data,
+            }
+        } else {
+            node::PutChunk { data: c.data, ..Default::default() }
+        };
+        if tx.send(out).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    put.await.map_err(|e| e.to_string())?.map_err(|s| s.to_string())?;
+    Ok(())
+}
