@@ -43,6 +43,12 @@ pub struct Member {
     /// Bumped by every write that missed this node: a catch-up pass counts
     /// only if none happened while it ran.
     miss_generation: std::sync::atomic::AtomicU64,
+    /// Writes this coordinator saw miss the node (reported to the peer; the
+    /// peer's reports do not count here, or the two would echo each other).
+    local_missed: std::sync::atomic::AtomicU64,
+    /// The peer coordinator's count of writes that missed this node, as last
+    /// heard: an increase is a missed write here too.
+    peer_missed: std::sync::atomic::AtomicU64,
 }
 
 impl Member {
@@ -52,6 +58,11 @@ impl Member {
 
     pub fn needs_catch_up(&self) -> bool {
         self.health.lock().expect("health lock").0.needs_catch_up()
+    }
+
+    /// Writes this coordinator itself saw miss the node.
+    pub fn local_missed(&self) -> u64 {
+        self.local_missed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn miss_generation(&self) -> u64 {
@@ -97,6 +108,8 @@ impl Cluster {
                 client,
                 health: Mutex::new((NodeHealth::new(heartbeat_misses), NodeFigures::default())),
                 miss_generation: std::sync::atomic::AtomicU64::new(0),
+                local_missed: std::sync::atomic::AtomicU64::new(0),
+                peer_missed: std::sync::atomic::AtomicU64::new(0),
             });
         }
         Ok(Self { members, replication_factor, write_quorum })
@@ -122,6 +135,12 @@ impl Cluster {
 
     /// A write did not reach node `i`.
     pub fn write_missed(&self, i: usize) {
+        self.members[i].local_missed.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.mark_missed(i);
+    }
+
+    /// Records a missed write of node `i` in its health and miss generation.
+    fn mark_missed(&self, i: usize) {
         self.members[i].miss_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let change = self.members[i].health.lock().expect("health lock").0.on_write_missed();
         self.log_change(i, change);
@@ -131,6 +150,16 @@ impl Cluster {
     pub fn caught_up(&self, i: usize) {
         let change = self.members[i].health.lock().expect("health lock").0.on_caught_up();
         self.log_change(i, change);
+    }
+
+    /// The peer coordinator reports `count` writes missed node `address` so
+    /// far; any increase since the last report is a missed write here.
+    pub fn peer_missed_writes(&self, address: &str, count: u64) {
+        let Some(i) = self.members.iter().position(|m| m.address == address) else { return };
+        let before = self.members[i].peer_missed.swap(count, std::sync::atomic::Ordering::AcqRel);
+        if count > before {
+            self.mark_missed(i);
+        }
     }
 
     /// A standby takes the primary's decisions as its own.

@@ -34,7 +34,11 @@ pub fn my_state(failover: &Mutex<Failover>, cluster: &Cluster, address: &str) ->
         nodes: cluster
             .members
             .iter()
-            .map(|m| peer::PeerNode { address: m.address.clone(), state: wire_state(m.state()) as i32 })
+            .map(|m| peer::PeerNode {
+                address: m.address.clone(),
+                state: wire_state(m.state()) as i32,
+                missed_writes: m.local_missed(),
+            })
             .collect(),
     }
 }
@@ -49,6 +53,11 @@ pub fn hear(failover: &Mutex<Failover>, cluster: &Cluster, said: &peer::PeerStat
     }
     let adopt = f.role() == Role::Standby && role == Role::Primary;
     drop(f);
+    // Writes the peer saw miss a node count here too, before any adoption:
+    // the primary must learn of them to catch the node up.
+    for n in &said.nodes {
+        cluster.peer_missed_writes(&n.address, n.missed_writes);
+    }
     if adopt {
         let states: Vec<(String, NodeState)> =
             said.nodes.iter().filter_map(|n| node_state(n.state).map(|s| (n.address.clone(), s))).collect();
