@@ -13,7 +13,9 @@
 //!   configured primary wins, so two coordinators that both took over at once
 //!   settle on one.
 //! - A PRIMARY never steps down for a weaker claim: the peer will step down
-//!   when it hears this one.
+//!   when it hears this one. A PRIMARY that sees a higher epoch at a node
+//!   (nodes remember the highest, and refuse writes from older ones) steps
+//!   down: it was deposed while it could not hear its peer.
 //!
 //! So a returning old primary, which starts as STANDBY and hears the new
 //! primary's higher epoch, stays STANDBY. During a partition between the
@@ -76,9 +78,18 @@ impl Failover {
         PeerState { role: self.role, epoch: self.epoch, configured_primary: self.configured_primary }
     }
 
-    /// An epoch seen elsewhere (a node's heartbeat answer).
-    pub fn observe_epoch(&mut self, epoch: u64) {
+    /// An epoch seen elsewhere (a node's heartbeat answer or refusal). A
+    /// primary that sees a higher epoch than its own was deposed while it
+    /// could not hear its peer: it steps down. Returns the new role if it
+    /// changed.
+    pub fn observe_epoch(&mut self, epoch: u64) -> Option<Role> {
         self.highest_epoch = self.highest_epoch.max(epoch);
+        if self.role == Role::Primary && epoch > self.epoch {
+            self.role = Role::Standby;
+            self.epoch = epoch;
+            return Some(Role::Standby);
+        }
+        None
     }
 
     /// The clock moved to `now_ms`; returns the new role if it changed.
@@ -101,7 +112,7 @@ impl Failover {
 
     /// The peer said `peer` at `now_ms`; returns the new role if it changed.
     pub fn on_peer(&mut self, now_ms: u64, peer: PeerState) -> Option<Role> {
-        self.observe_epoch(peer.epoch);
+        self.highest_epoch = self.highest_epoch.max(peer.epoch);
         if peer.role != Role::Primary {
             return None;
         }
@@ -213,6 +224,15 @@ mod tests {
         sim.connected = true;
         sim.run_ms(2 * STEP_MS);
         assert_eq!(sim.roles(), [Some((Role::Standby, 2)), Some((Role::Primary, 2))]);
+    }
+
+    #[test]
+    fn a_primary_that_sees_a_higher_epoch_at_a_node_steps_down() {
+        let mut f = Failover::new(0, FAILOVER_MS, true, 0);
+        assert_eq!(f.tick(FAILOVER_MS), Some(Role::Primary));
+        assert_eq!(f.observe_epoch(1), None, "its own epoch");
+        assert_eq!(f.observe_epoch(2), Some(Role::Standby));
+        assert_eq!(f.epoch(), 2);
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn copy_missing(cluster: &Cluster, target: usize) -> Result<u64, String> {
 async fn copy_one(cluster: &Cluster, source: usize, target: usize, e: node::ListedKey) -> Result<(), String> {
     let mut to = cluster.members[target].client.clone();
     if e.tombstone {
-        let req = node::DeleteRequest { namespace: e.namespace, key: e.key, version: e.version };
+        let req = node::DeleteRequest { namespace: e.namespace, key: e.key, version: e.version, epoch: 0 };
         to.delete(req).await.map_err(|s| s.to_string())?;
         return Ok(());
     }
@@ -143,6 +143,7 @@ async fn copy_one(cluster: &Cluster, source: usize, target: usize, e: node::List
         value: got.value,
         version: got.version,
         expiry_unix_ms: got.expiry_unix_ms,
+        epoch: 0,
     };
     to.put(put).await.map_err(|s| s.to_string())?;
     Ok(())
@@ -166,6 +167,7 @@ async fn copy_streamed(cluster: &Cluster, source: usize, target: usize, get: nod
                 expiry_unix_ms: c.expiry_unix_ms,
                 total_size: c.total_size,
                 data: c.data,
+                epoch: 0,
             }
         } else {
             node::PutChunk { data: c.data, ..Default::default() }

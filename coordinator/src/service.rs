@@ -113,6 +113,12 @@ struct Tally {
 }
 
 impl CoordinatorService {
+    /// This coordinator's epoch, sent with every write so that nodes refuse a
+    /// deposed primary's.
+    fn epoch(&self) -> u64 {
+        self.failover.lock().expect("failover lock").epoch()
+    }
+
     fn write_targets(&self, replicas: &[usize]) -> Vec<usize> {
         let mut targets = Vec::with_capacity(replicas.len());
         for &i in replicas {
@@ -186,6 +192,7 @@ impl CoordinatorService {
             value: req.value,
             version,
             expiry_unix_ms: expiry_of(req.ttl_ms),
+            epoch: self.epoch(),
         };
         let calls = targets
             .iter()
@@ -237,14 +244,21 @@ impl CoordinatorService {
                 version,
                 expected_version: req.expected_version,
                 expiry_unix_ms: expiry,
+                epoch: self.epoch(),
             };
             match on_node(&self.cluster, first, |mut c| async move { c.update(update).await }).await {
                 Ok(_) => {
                     // Decided: the other replicas get the result at the same version.
                     let others: Vec<usize> =
                         self.write_targets(&replicas).into_iter().filter(|&i| i != first).collect();
-                    let put =
-                        node::PutRequest { namespace, key: req.key, value: req.value, version, expiry_unix_ms: expiry };
+                    let put = node::PutRequest {
+                        namespace,
+                        key: req.key,
+                        value: req.value,
+                        version,
+                        expiry_unix_ms: expiry,
+                        epoch: self.epoch(),
+                    };
                     let calls = others
                         .iter()
                         .map(|&i| {
@@ -280,7 +294,12 @@ impl CoordinatorService {
         let version = self.clock.next();
         let replicas = self.cluster.replicas_of(&req.namespace, &req.key);
         let targets = self.write_targets(&replicas);
-        let delete = node::DeleteRequest { namespace: Bytes::from(req.namespace.into_bytes()), key: req.key, version };
+        let delete = node::DeleteRequest {
+            namespace: Bytes::from(req.namespace.into_bytes()),
+            key: req.key,
+            version,
+            epoch: self.epoch(),
+        };
         let calls = targets
             .iter()
             .map(|&i| {
@@ -338,6 +357,7 @@ impl CoordinatorService {
                             value: e.value.clone(),
                             version: versions[pos],
                             expiry_unix_ms: expiry_of(e.ttl_ms),
+                            epoch: self.epoch(),
                         }
                     })
                     .collect();
@@ -472,6 +492,7 @@ impl CoordinatorService {
             expiry_unix_ms: expiry_of(first.ttl_ms),
             total_size: total,
             data: Bytes::new(),
+            epoch: self.epoch(),
         };
         let mut senders = Vec::with_capacity(targets.len());
         let mut calls = Vec::with_capacity(targets.len());

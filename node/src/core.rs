@@ -72,6 +72,20 @@ impl NodeCore {
         self.epoch.fetch_max(epoch, Ordering::AcqRel).max(epoch)
     }
 
+    /// Fencing: refuses a write from a coordinator whose epoch is older than
+    /// the highest seen; a newer one is remembered. 0 means "no epoch" (a
+    /// node-direct client) and is always accepted.
+    pub fn check_epoch(&self, epoch: u64) -> Result<(), NodeError> {
+        if epoch == 0 {
+            return Ok(());
+        }
+        let highest = self.observe_epoch(epoch);
+        if epoch < highest {
+            return Err(NodeError::StaleEpoch { epoch, highest });
+        }
+        Ok(())
+    }
+
     pub fn uptime_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }

@@ -37,6 +37,10 @@ pub enum NodeError {
     VersionMismatch { expected: u64, stored: u64 },
     #[error("version {version} is not newer than the stored version {stored}")]
     StaleUpdate { version: u64, stored: u64 },
+    #[error(
+        "coordinator epoch {epoch} is older than epoch {highest}, which this node has seen: a newer primary took over"
+    )]
+    StaleEpoch { epoch: u64, highest: u64 },
     #[error("stream: {0}")]
     Stream(#[from] StreamError),
     #[error("{0}")]
@@ -100,7 +104,7 @@ impl From<NodeError> for Status {
             }
             NodeError::NotServing(_) | NodeError::ShardStopped(_) => Code::Unavailable,
             NodeError::UpdateNotFound | NodeError::StreamNotFound => Code::NotFound,
-            NodeError::VersionMismatch { .. } => Code::FailedPrecondition,
+            NodeError::VersionMismatch { .. } | NodeError::StaleEpoch { .. } => Code::FailedPrecondition,
             NodeError::StaleUpdate { .. } => Code::Aborted,
             NodeError::Stream(s) => match s {
                 StreamError::Overflow { .. }

@@ -68,6 +68,7 @@ impl NodeService {
     async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, NodeError> {
         self.core.check_serving()?;
         let key = keys::encode(&req.namespace, &req.key)?;
+        self.core.check_epoch(req.epoch)?;
         self.check_value(req.value.len())?;
         let version = self.core.version_or_stamp(req.version);
         let shard = self.core.shard_for(&key);
@@ -87,6 +88,7 @@ impl NodeService {
     async fn update(&self, req: pb::UpdateRequest) -> Result<pb::UpdateResponse, NodeError> {
         self.core.check_serving()?;
         let key = keys::encode(&req.namespace, &req.key)?;
+        self.core.check_epoch(req.epoch)?;
         self.check_value(req.value.len())?;
         let version = self.core.version_or_stamp(req.version);
         let shard = self.core.shard_for(&key);
@@ -106,6 +108,7 @@ impl NodeService {
     async fn delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, NodeError> {
         self.core.check_serving()?;
         let key = keys::encode(&req.namespace, &req.key)?;
+        self.core.check_epoch(req.epoch)?;
         let version = self.core.version_or_stamp(req.version);
         let shard = self.core.shard_for(&key);
         let outcome = self.core.call(shard, |reply| ShardRequest::Delete { key, version, reply }).await??;
@@ -130,6 +133,7 @@ impl NodeService {
         for (i, e) in req.entries.into_iter().enumerate() {
             let key = keys::encode(&e.namespace, &e.key)?;
             self.check_value(e.value.len())?;
+            self.core.check_epoch(e.epoch)?;
             bytes += (e.key.len() + e.value.len()) as u64;
             if bytes > BATCH_BYTES_MAX {
                 return Err(NodeError::BatchTooLarge { bytes, max: BATCH_BYTES_MAX });
@@ -206,6 +210,7 @@ impl NodeService {
             return Err(StreamError::FirstChunkWithoutKey.into());
         }
         let key = keys::encode(&first.namespace, &first.key)?;
+        self.core.check_epoch(first.epoch)?;
         let total = first.total_size;
         if total > CHUNKED_VALUE_LEN_MAX {
             return Err(StreamError::TotalTooLarge { total, max: CHUNKED_VALUE_LEN_MAX }.into());

@@ -90,7 +90,12 @@ fn req_update(namespace: &[u8], key: &[u8], value: impl Into<Bytes>) -> pb::Upda
 }
 
 fn req_delete(namespace: &[u8], key: &[u8]) -> pb::DeleteRequest {
-    pb::DeleteRequest { namespace: Bytes::copy_from_slice(namespace), key: Bytes::copy_from_slice(key), version: 0 }
+    pb::DeleteRequest {
+        namespace: Bytes::copy_from_slice(namespace),
+        key: Bytes::copy_from_slice(key),
+        version: 0,
+        epoch: 0,
+    }
 }
 
 fn first_chunk(namespace: &[u8], key: &[u8], total_size: u64, data: impl Into<Bytes>) -> pb::PutChunk {

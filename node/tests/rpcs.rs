@@ -42,6 +42,7 @@ fn ns_put(namespace: &str, key: &str, value: &str, version: u64) -> pb::PutReque
         value: Bytes::copy_from_slice(value.as_bytes()),
         version,
         expiry_unix_ms: 0,
+        epoch: 0,
     }
 }
 
@@ -467,6 +468,7 @@ async fn list_keys_pages_through_every_shard_and_refuses_bad_requests() {
             namespace: Bytes::copy_from_slice(namespace.as_bytes()),
             key: Bytes::copy_from_slice(key.as_bytes()),
             version: 1_000 + i,
+            epoch: 0,
         };
         assert!(client.delete(request).await.unwrap().into_inner().deleted);
         expected.insert((namespace.to_string(), key), (1_000 + i, true));
@@ -566,4 +568,33 @@ async fn the_metrics_endpoint_serves_shard_and_rpc_metrics() {
             .unwrap_or_else(|| panic!("no `{prefix}` in:\n{body}"));
         assert!(count >= s.puts + s.gets, "shard {shard}: {count} calls < {} puts + {} gets", s.puts, s.gets);
     }
+}
+
+#[tokio::test]
+async fn writes_from_an_older_coordinator_epoch_are_refused_and_change_nothing() {
+    let home = NodeHome::new(&Settings::default());
+    let node = home.start_serving().await;
+    let mut client = node.client().await;
+    let seen = client.heartbeat(pb::HeartbeatRequest { epoch: 5 }).await.unwrap().into_inner().epoch;
+    assert_eq!(seen, 5);
+
+    let stale = pb::PutRequest { epoch: 4, ..put_req("fenced", "old", 0) };
+    expect_code(client.put(stale).await, Code::FailedPrecondition, "put at epoch 4 after epoch 5");
+    assert!(!get(&mut client, "fenced").await.found, "a refused write stored nothing");
+    let stale_delete = pb::DeleteRequest { key: "fenced".into(), epoch: 1, ..Default::default() };
+    expect_code(client.delete(stale_delete).await, Code::FailedPrecondition, "delete at epoch 1");
+    let stale_batch = pb::BatchPutRequest {
+        entries: vec![put_req("b1", "v", 0), pb::PutRequest { epoch: 3, ..put_req("b2", "v", 0) }],
+    };
+    expect_code(client.batch_put(stale_batch).await, Code::FailedPrecondition, "batch with one stale entry");
+    assert!(!get(&mut client, "b1").await.found, "no entry of a refused batch was written");
+
+    let current = pb::PutRequest { epoch: 5, ..put_req("fenced", "current", 0) };
+    assert!(client.put(current).await.unwrap().into_inner().applied);
+    let newer = pb::PutRequest { epoch: 6, ..put_req("fenced", "newer", 0) };
+    assert!(client.put(newer).await.unwrap().into_inner().applied);
+    assert_eq!(client.heartbeat(pb::HeartbeatRequest { epoch: 0 }).await.unwrap().into_inner().epoch, 6);
+    let unfenced = put_req("direct", "v", 0);
+    assert!(client.put(unfenced).await.unwrap().into_inner().applied, "epoch 0: a node-direct client");
+    assert_eq!(get(&mut client, "fenced").await.value, "newer");
 }
