@@ -39,7 +39,7 @@ fmt:
 # of config/config.yaml with their logs prefixed; Ctrl-C stops them all
 # cleanly. Data stays under ./data, so the next run finds it.
 run:
-	$(CARGO) build --release --bin opticache-node --bin opticache-coordinator
+	$(CARGO) build --release --bin opticache-node --bin opticache-coordinator --bin opticache
 	scripts/run-local-cluster.sh config/config.yaml
 
 clean:
