@@ -11,7 +11,10 @@
 //! - reads go only to UP replicas, best first, and fail over on a replica
 //!   failure (unavailable, timeout, data loss), never on an answer;
 //! - UpdateCache's compare-and-set is decided at the key's first UP replica,
-//!   and its result is then written to the other replicas at the same version.
+//!   and its result is then written to the other replicas at the same version;
+//! - a streamed write's last chunk reaches the nodes only after the client's
+//!   stream ended cleanly at exactly total_size bytes, so a refused stream
+//!   leaves nothing stored on any replica.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -485,7 +488,7 @@ impl CoordinatorService {
         let version = self.clock.next();
         let replicas = self.cluster.replicas_of(&first.namespace, &first.key);
         let targets = self.write_targets(&replicas);
-        let head = node::PutChunk {
+        let mut head = Some(node::PutChunk {
             namespace: Bytes::from(first.namespace.clone().into_bytes()),
             key: first.key.clone(),
             version,
@@ -493,7 +496,7 @@ impl CoordinatorService {
             total_size: total,
             data: Bytes::new(),
             epoch: self.epoch(),
-        };
+        });
         let mut senders = Vec::with_capacity(targets.len());
         let mut calls = Vec::with_capacity(targets.len());
         for &i in &targets {
@@ -504,17 +507,22 @@ impl CoordinatorService {
             }));
             senders.push(Some(tx));
         }
+        // Every error below returns with the senders dropped, which ends the
+        // nodes' streams cleanly, not with an error: a node then commits if
+        // it has total_size bytes. So the last chunk received is held back
+        // until the client's stream has ended cleanly at exactly total_size
+        // bytes; before that, a node never has all of them, and a refused
+        // stream (too much data, a client error after the last byte) leaves
+        // nothing stored.
         let mut received = 0u64;
         let mut next = Some(first);
-        let mut first_sent = false;
+        let mut held: Option<node::PutChunk> = None;
         loop {
             let chunk = match next.take() {
                 Some(c) => c,
                 None => match stream.next().await {
                     Some(Ok(c)) => c,
                     Some(Err(s)) => {
-                        // Dropping the senders ends the nodes' streams short:
-                        // they store nothing.
                         return Err(CoordError::InvalidArgument(format!("the stream failed: {}", s.message())));
                     }
                     None => break,
@@ -524,22 +532,19 @@ impl CoordinatorService {
             if received > total {
                 return Err(CoordError::TooLarge(format!("the stream sent more than its total_size of {total} bytes")));
             }
-            let out = if first_sent {
-                node::PutChunk { data: chunk.data, ..Default::default() }
-            } else {
-                node::PutChunk { data: chunk.data, ..head.clone() }
+            let out = match head.take() {
+                Some(head) => node::PutChunk { data: chunk.data, ..head },
+                None => node::PutChunk { data: chunk.data, ..Default::default() },
             };
-            first_sent = true;
-            for sender in senders.iter_mut() {
-                if let Some(tx) = sender {
-                    if tx.send(out.clone()).await.is_err() {
-                        *sender = None; // that replica failed; its answer says why
-                    }
-                }
+            if let Some(previous) = held.replace(out) {
+                send_to_replicas(&mut senders, previous).await;
             }
         }
         if received < total {
             return Err(CoordError::InvalidArgument(format!("the stream ended after {received} of {total} bytes")));
+        }
+        if let Some(last) = held {
+            send_to_replicas(&mut senders, last).await;
         }
         drop(senders);
         let mut results = Vec::with_capacity(calls.len());
@@ -656,6 +661,17 @@ pub fn public_state(state: NodeState) -> pb::NodeState {
         NodeState::Suspect => pb::NodeState::Suspect,
         NodeState::Down => pb::NodeState::Down,
         NodeState::Recovering => pb::NodeState::Recovering,
+    }
+}
+
+/// Sends `chunk` to every replica of a streamed write still taking chunks.
+async fn send_to_replicas(senders: &mut [Option<mpsc::Sender<node::PutChunk>>], chunk: node::PutChunk) {
+    for sender in senders.iter_mut() {
+        if let Some(tx) = sender {
+            if tx.send(chunk.clone()).await.is_err() {
+                *sender = None; // that replica failed; its answer says why
+            }
+        }
     }
 }
 
