@@ -322,6 +322,9 @@ impl<S: Storage> Inner<S> {
             let new_tail = buf[(align_down(end) - base) as usize..(end - base) as usize].to_vec();
             active.file.write_at(base, buf).await.map_err(io_err("write log"))?;
             active.end.set(end);
+            // Without prefill the file grows with each write: the disk budget
+            // and the stats must see it grow (sealing sets the final size).
+            active.file_bytes.set(active.file_bytes.get().max(align_up(end)));
             {
                 let mut log = self.log.borrow_mut();
                 log.tail = new_tail;

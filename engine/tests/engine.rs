@@ -165,6 +165,40 @@ fn store_mode_disk_budget_refuses_writes_and_keeps_reads() {
 }
 
 #[test]
+fn without_prefill_the_disk_bytes_follow_the_writes_and_the_budget_still_bites() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = EngineConfig {
+            prefill_segments: false,
+            disk_budget_bytes: 4 << 20,
+            disk_full_policy: DiskFullPolicy::Store,
+            ..small_config()
+        };
+        let e = open(dir.path(), config).await;
+        e.put(b"first", value(0, 64 << 10), 1, 0).await.unwrap();
+        assert!(e.stats().disk_bytes >= 64 << 10, "disk bytes {} after a 64 KiB put", e.stats().disk_bytes);
+        let mut stored = 1u64;
+        let err = loop {
+            match e.put(format!("k{stored}").as_bytes(), value(stored, 32 << 10), stored + 1, 0).await {
+                Ok(_) => stored += 1,
+                Err(err) => break err,
+            }
+            assert!(stored < 1000, "the budget never bit without prefill");
+        };
+        assert!(matches!(err, EngineError::DiskFull { .. }), "{err}");
+        let on_disk: u64 = std::fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .filter_map(|d| d.ok())
+            .filter(|d| d.file_name().to_string_lossy().starts_with("seg-"))
+            .map(|d| d.metadata().unwrap().len())
+            .sum();
+        assert_eq!(e.stats().disk_bytes, on_disk, "the stats say what the files hold");
+        assert!(on_disk <= 4 << 20, "{on_disk} bytes on disk over a 4 MiB budget");
+        e.close().await.unwrap();
+    });
+}
+
+#[test]
 fn cache_mode_disk_budget_drops_the_oldest_segments() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
