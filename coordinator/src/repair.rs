@@ -20,6 +20,8 @@ use crate::service::NODE_CALL_TIMEOUT;
 
 /// Keys per ListKeys page.
 const LIST_PAGE_LEN: u32 = 1024;
+/// Keys copied per BatchGet/BatchPut pair (at most the nodes' batch limit).
+const COPY_BATCH_LEN: usize = 256;
 /// Passes before giving up for now (the next heartbeat tries again).
 const PASSES_MAX: usize = 3;
 
@@ -109,13 +111,65 @@ async fn copy_missing(cluster: &Cluster, target: usize) -> Result<u64, String> {
                 }
             })
             .await?;
-            for e in wanted {
-                copy_one(cluster, source, target, e).await?;
-                copied += 1;
+            for batch in wanted.chunks(COPY_BATCH_LEN) {
+                copied += copy_batch(cluster, source, target, batch).await?;
             }
         }
     }
     Ok(copied)
+}
+
+/// Copies `entries` in two calls: one BatchGet from the source, one
+/// BatchPut to the target (whose puts share group commits), with tombstones
+/// as deletes. A batch too large for one message falls back to key by key.
+async fn copy_batch(
+    cluster: &Cluster,
+    source: usize,
+    target: usize,
+    entries: &[node::ListedKey],
+) -> Result<u64, String> {
+    let (tombstones, values): (Vec<&node::ListedKey>, Vec<&node::ListedKey>) =
+        entries.iter().partition(|e| e.tombstone);
+    let mut to = cluster.members[target].client.clone();
+    for e in tombstones {
+        let req =
+            node::DeleteRequest { namespace: e.namespace.clone(), key: e.key.clone(), version: e.version, epoch: 0 };
+        to.delete(req).await.map_err(|s| s.to_string())?;
+    }
+    if values.is_empty() {
+        return Ok(entries.len() as u64);
+    }
+    let keys = values.iter().map(|e| node::GetRequest { namespace: e.namespace.clone(), key: e.key.clone() }).collect();
+    let mut from = cluster.members[source].client.clone();
+    let got = match from.batch_get(node::BatchGetRequest { keys }).await {
+        Ok(r) => r.into_inner().results,
+        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+            for e in values {
+                copy_one(cluster, source, target, e.clone()).await?;
+            }
+            return Ok(entries.len() as u64);
+        }
+        Err(s) => return Err(s.to_string()),
+    };
+    // Deleted or expired since the listing: nothing to copy (a tombstone
+    // comes in a later pass).
+    let puts: Vec<node::PutRequest> = values
+        .iter()
+        .zip(got)
+        .filter(|(_, g)| g.found)
+        .map(|(e, g)| node::PutRequest {
+            namespace: e.namespace.clone(),
+            key: e.key.clone(),
+            value: g.value,
+            version: g.version,
+            expiry_unix_ms: g.expiry_unix_ms,
+            epoch: 0,
+        })
+        .collect();
+    if !puts.is_empty() {
+        to.batch_put(node::BatchPutRequest { entries: puts }).await.map_err(|s| s.to_string())?;
+    }
+    Ok(entries.len() as u64)
 }
 
 async fn copy_one(cluster: &Cluster, source: usize, target: usize, e: node::ListedKey) -> Result<(), String> {
