@@ -16,13 +16,15 @@
 //! - [`error`]: the public status table, in one place;
 //! - [`cluster`]: the nodes, their clients and health;
 //! - [`heartbeat`]: the health loop; [`repair`]: catch-up of returning nodes;
-//! - [`peer`]: the two coordinators' exchange of roles and decisions.
+//! - [`peer`]: the two coordinators' exchange of roles and decisions;
+//! - [`metrics`]: Prometheus metrics over HTTP.
 
 pub mod cluster;
 pub mod error;
 pub mod failover;
 pub mod health;
 pub mod heartbeat;
+pub mod metrics;
 pub mod peer;
 pub mod placement;
 pub mod repair;

@@ -24,6 +24,9 @@ struct Args {
     /// Which coordinator this is: coordinator.primary or coordinator.secondary (host:port).
     #[arg(long)]
     address: Option<String>,
+    /// Where to serve Prometheus metrics (host:port); default: the address's port + 1000.
+    #[arg(long)]
+    metrics_address: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,12 @@ fn main() -> ExitCode {
         }
     };
     let address = args.address.unwrap_or_else(|| config.coordinator.primary.to_string());
+    let Some(metrics_address) =
+        args.metrics_address.or_else(|| opticache_coordinator::server::default_metrics_address(&address))
+    else {
+        eprintln!("opticache-coordinator: no default metrics address for {address}; pass --metrics-address");
+        return ExitCode::FAILURE;
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("coordinator").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(opticache_coordinator::server::run(config, address)) {
+    match runtime.block_on(opticache_coordinator::server::run(config, address, metrics_address)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("opticache-coordinator: {e}");

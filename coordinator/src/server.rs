@@ -44,17 +44,28 @@ pub enum CoordStartError {
     Serve(String),
 }
 
+/// Where a coordinator serves metrics unless told: its port + this.
+pub const METRICS_PORT_OFFSET: u16 = 1000;
+
+/// The default metrics address of the coordinator at `address`.
+pub fn default_metrics_address(address: &str) -> Option<String> {
+    let hp: HostPort = address.parse().ok()?;
+    let port = hp.port().checked_add(METRICS_PORT_OFFSET)?;
+    Some(hp.with_port(port).to_string())
+}
+
 /// Runs the coordinator at `address` (one of the config's two) until a stop signal.
-pub async fn run(config: ClusterConfig, address: String) -> Result<(), CoordStartError> {
+pub async fn run(config: ClusterConfig, address: String, metrics_address: String) -> Result<(), CoordStartError> {
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(watch_signals(stop_tx));
-    run_until(config, address, stop).await
+    run_until(config, address, metrics_address, stop).await
 }
 
 /// Like [`run`], stopping when `stop` turns true.
 pub async fn run_until(
     config: ClusterConfig,
     address: String,
+    metrics_address: String,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), CoordStartError> {
     let primary = config.coordinator.primary.to_string();
@@ -74,6 +85,17 @@ pub async fn run_until(
     })?;
     let local =
         listener.local_addr().map_err(|e| CoordStartError::Bind { address: address.clone(), reason: e.to_string() })?;
+    let metrics_listener = TcpListener::bind(&metrics_address).await.map_err(|e| CoordStartError::Bind {
+        address: metrics_address.clone(),
+        reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the metrics port is in use by another process".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    let metrics_local = metrics_listener
+        .local_addr()
+        .map_err(|e| CoordStartError::Bind { address: metrics_address.clone(), reason: e.to_string() })?;
 
     let nodes: Vec<String> = config.cache_nodes.iter().map(|n| n.address.to_string()).collect();
     let cluster = Arc::new(
@@ -88,13 +110,15 @@ pub async fn run_until(
         configured_primary,
         0,
     )));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let service = CoordinatorService {
         cluster: cluster.clone(),
         clock,
         failover: failover.clone(),
         max_value_bytes: config.node.max_value_bytes,
+        metrics: metrics.clone(),
     };
-    tracing::info!(address = %local, primary = %primary, nodes = ?nodes, "starting");
+    tracing::info!(address = %local, metrics = %metrics_local, primary = %primary, nodes = ?nodes, "starting");
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
@@ -140,6 +164,13 @@ pub async fn run_until(
         tokio::spawn(crate::heartbeat::run(cluster.clone(), failover.clone(), interval, first_round_tx, stop.clone()));
     let peers =
         tokio::spawn(crate::peer::run(failover.clone(), cluster.clone(), address.clone(), peer_address, stop.clone()));
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        metrics,
+        failover.clone(),
+        cluster.clone(),
+        metrics_listener,
+        wait_true(stop.clone()),
+    ));
 
     let ready = tokio::select! {
         _ = first_round.wait_for(|r| *r) => true,
@@ -162,6 +193,7 @@ pub async fn run_until(
     }
     let _ = heartbeats.await;
     let _ = peers.await;
+    let _ = metrics_server.await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -52,6 +52,7 @@ pub struct CoordinatorService {
     pub clock: Arc<VersionClock>,
     pub failover: Arc<Mutex<Failover>>,
     pub max_value_bytes: u64,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 type NodeResult<T> = Result<T, Status>;
@@ -116,6 +117,18 @@ struct Tally {
 }
 
 impl CoordinatorService {
+    /// Runs `f`, recording its latency and outcome under `rpc`.
+    async fn observed<T>(
+        &self,
+        rpc: crate::metrics::Rpc,
+        f: impl std::future::Future<Output = Result<T, CoordError>>,
+    ) -> Result<Response<T>, Status> {
+        let started = std::time::Instant::now();
+        let result = f.await.map_err(Status::from);
+        self.metrics.observe(rpc, result.as_ref().err().map(Status::code), started.elapsed());
+        result.map(Response::new)
+    }
+
     /// This coordinator's epoch, sent with every write so that nodes refuse a
     /// deposed primary's.
     fn epoch(&self) -> u64 {
@@ -689,46 +702,49 @@ pub type ReadChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ReadChunk, Statu
 #[tonic::async_trait]
 impl OptiCache for CoordinatorService {
     async fn write_cache(&self, request: Request<pb::WriteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        Ok(Response::new(self.write(request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::WriteCache, self.write(request.into_inner())).await
     }
 
     async fn read_cache(&self, request: Request<pb::ReadRequest>) -> Result<Response<pb::ReadResponse>, Status> {
-        Ok(Response::new(self.read(request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::ReadCache, self.read(request.into_inner())).await
     }
 
     async fn update_cache(&self, request: Request<pb::UpdateRequest>) -> Result<Response<pb::UpdateResponse>, Status> {
-        Ok(Response::new(self.update(request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::UpdateCache, self.update(request.into_inner())).await
     }
 
     async fn delete_cache(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        Ok(Response::new(self.delete(request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::DeleteCache, self.delete(request.into_inner())).await
     }
 
     async fn batch_write(
         &self,
         request: Request<pb::BatchWriteRequest>,
     ) -> Result<Response<pb::BatchWriteResponse>, Status> {
-        Ok(Response::new(CoordinatorService::batch_write(self, request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::BatchWrite, CoordinatorService::batch_write(self, request.into_inner()))
+            .await
     }
 
     async fn batch_read(
         &self,
         request: Request<pb::BatchReadRequest>,
     ) -> Result<Response<pb::BatchReadResponse>, Status> {
-        Ok(Response::new(CoordinatorService::batch_read(self, request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::BatchRead, CoordinatorService::batch_read(self, request.into_inner())).await
     }
 
     async fn write_stream(
         &self,
         request: Request<Streaming<pb::WriteChunk>>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        Ok(Response::new(CoordinatorService::write_stream(self, request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::WriteStream, CoordinatorService::write_stream(self, request.into_inner()))
+            .await
     }
 
     type ReadStreamStream = ReadChunkStream;
 
     async fn read_stream(&self, request: Request<pb::ReadRequest>) -> Result<Response<ReadChunkStream>, Status> {
-        Ok(Response::new(CoordinatorService::read_stream(self, request.into_inner()).await?))
+        self.observed(crate::metrics::Rpc::ReadStream, CoordinatorService::read_stream(self, request.into_inner()))
+            .await
     }
 
     async fn cluster_status(

@@ -381,7 +381,15 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(c, address)| {
-                let args = vec!["--config".to_string(), config_arg.clone(), "--address".to_string(), address.clone()];
+                let args = vec![
+                    "--config".to_string(),
+                    config_arg.clone(),
+                    "--address".to_string(),
+                    address.clone(),
+                    // The default (port + 1000) could clash between tests running at once.
+                    "--metrics-address".to_string(),
+                    "127.0.0.1:0".to_string(),
+                ];
                 let role = if c == 0 { "primary" } else { "secondary" };
                 Proc::new(format!("coordinator {role} {address}"), coordinator_binary, args, dir.path())
             })
