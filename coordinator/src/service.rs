@@ -42,6 +42,8 @@ pub const BATCH_BYTES_MAX: u64 = 64 << 20;
 pub const STREAM_VALUE_BYTES_MAX: u64 = 64 << 30;
 /// Chunks queued towards each replica of a streamed write.
 const STREAM_CHUNKS_IN_FLIGHT_MAX: usize = 2;
+/// Times a write found a newer version at a replica and is stamped again.
+const STALE_RESTAMPS_MAX: usize = 3;
 /// How long one node call may take before the replica counts as failed.
 pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -199,28 +201,44 @@ impl CoordinatorService {
     async fn write(&self, req: pb::WriteRequest) -> Result<pb::WriteResponse, CoordError> {
         check_key(&req.namespace, &req.key)?;
         self.check_value(req.value.len())?;
-        let version = self.clock.next();
         let replicas = self.cluster.replicas_of(&req.namespace, &req.key);
-        let targets = self.write_targets(&replicas);
-        let put = node::PutRequest {
+        let mut put = node::PutRequest {
             namespace: Bytes::from(req.namespace.into_bytes()),
             key: req.key,
             value: req.value,
-            version,
+            version: 0,
             expiry_unix_ms: expiry_of(req.ttl_ms),
             epoch: self.epoch(),
         };
-        let calls = targets
-            .iter()
-            .map(|&i| {
-                let put = put.clone();
-                on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
-            })
-            .collect();
-        let results = join_all(calls).await;
-        let tally = self.tally(&targets, results, |r: node::PutResponse| self.clock.observe(r.version));
-        self.check_quorum(tally, replicas.len())?;
-        Ok(pb::WriteResponse { version })
+        // A replica that already holds a newer version refuses the write as
+        // stale. When that version came from a clock ahead of ours (the other
+        // coordinator's), a client writing through one coordinator after the
+        // other would lose its later write: stamp again past it and resend.
+        // Concurrent writers still race, and the higher version wins.
+        for _ in 0..STALE_RESTAMPS_MAX {
+            put.version = self.clock.next();
+            let targets = self.write_targets(&replicas);
+            let calls = targets
+                .iter()
+                .map(|&i| {
+                    let put = put.clone();
+                    on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
+                })
+                .collect();
+            let results = join_all(calls).await;
+            let mut overtaken = false;
+            let tally = self.tally(&targets, results, |r: node::PutResponse| {
+                self.clock.observe(r.version);
+                overtaken |= !r.applied;
+            });
+            self.check_quorum(tally, replicas.len())?;
+            if !overtaken {
+                return Ok(pb::WriteResponse { version: put.version });
+            }
+        }
+        // Still overtaken: others keep writing this key with newer versions;
+        // this write is ordered before theirs, as last-writer-wins says.
+        Ok(pb::WriteResponse { version: put.version })
     }
 
     async fn read(&self, req: pb::ReadRequest) -> Result<pb::ReadResponse, CoordError> {

@@ -144,3 +144,30 @@ async fn replicas_converge_on_the_highest_acknowledged_version() {
     let writes: usize = acked.values().map(Vec::len).sum();
     println!("{writes} acknowledged writes on {KEYS} keys; every replica converged");
 }
+
+/// A version from a clock a minute ahead (as if the other coordinator's host
+/// clock ran fast) already sits on both replicas: a later write through this
+/// coordinator must still win, not be acknowledged and silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_version_from_a_clock_ahead_still_lands() {
+    let cluster = Cluster::start().await;
+    let (primary, _) = cluster.wait_ready().await;
+    let key = b"skewed".to_vec();
+    let ahead_ms = opticache_common::version::unix_ms() + 60_000;
+    let planted = (ahead_ms << opticache_common::version::VERSION_MS_SHIFT) | 1;
+    for i in cluster.replicas_of("skew", &key) {
+        let put = node::PutRequest {
+            namespace: Bytes::from_static(b"skew"),
+            key: Bytes::from(key.clone()),
+            value: Bytes::from_static(b"from the future"),
+            version: planted,
+            ..Default::default()
+        };
+        assert!(cluster.node_client(i).put(put).await.unwrap().into_inner().applied);
+    }
+    let mut client = cluster.client(primary);
+    let version = write(&mut client, "skew", &key, Bytes::from_static(b"now")).await;
+    assert!(version > planted, "acknowledged at {version}, below the stored {planted}");
+    let got = read(&mut client, "skew", &key).await;
+    assert_eq!((got.version, &got.value[..]), (version, &b"now"[..]), "the acknowledged write is what is stored");
+}
