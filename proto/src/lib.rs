@@ -194,8 +194,11 @@ mod tests {
     #[test]
     fn node_messages_field_numbers() {
         use crate::node::v1 as n;
-        let put = n::PutRequest { namespace: b(b"n"), key: b(b"k"), value: b(b"v"), version: 3, expiry_unix_ms: 4 };
-        assert_wire(&put, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 3, 0x28, 4]);
+        let put =
+            n::PutRequest { namespace: b(b"n"), key: b(b"k"), value: b(b"v"), version: 3, expiry_unix_ms: 4, epoch: 9 };
+        assert_wire(&put, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 3, 0x28, 4, 0x30, 9]);
+        let delete = n::DeleteRequest { namespace: b(b"n"), key: b(b"k"), version: 3, epoch: 9 };
+        assert_wire(&delete, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x18, 3, 0x20, 9]);
         assert_wire(&n::PutResponse { applied: true, version: 2 }, &[0x08, 1, 0x10, 2]);
         let update = n::UpdateRequest {
             namespace: b(b"n"),
@@ -204,8 +207,9 @@ mod tests {
             version: 3,
             expected_version: 5,
             expiry_unix_ms: 6,
+            epoch: 9,
         };
-        assert_wire(&update, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 3, 0x28, 5, 0x30, 6]);
+        assert_wire(&update, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x1a, 1, b'v', 0x20, 3, 0x28, 5, 0x30, 6, 0x38, 9]);
         let chunk = n::PutChunk {
             namespace: b(b"n"),
             key: b(b"k"),
@@ -213,13 +217,32 @@ mod tests {
             expiry_unix_ms: 2,
             total_size: 3,
             data: b(b"d"),
+            epoch: 9,
         };
-        assert_wire(&chunk, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x18, 1, 0x20, 2, 0x28, 3, 0x32, 1, b'd']);
+        assert_wire(&chunk, &[0x0a, 1, b'n', 0x12, 1, b'k', 0x18, 1, 0x20, 2, 0x28, 3, 0x32, 1, b'd', 0x38, 9]);
         let list = n::ListKeysRequest { shard: 1, start_fingerprint: 2, end_fingerprint: 3, limit: 4 };
         assert_wire(&list, &[0x08, 1, 0x10, 2, 0x18, 3, 0x20, 4]);
         assert_eq!(n::ServingState::Recovering as i32, 1);
         assert_eq!(n::ServingState::Serving as i32, 2);
         assert_eq!(n::ServingState::Draining as i32, 3);
+    }
+
+    #[test]
+    fn coordinator_peer_messages_field_numbers() {
+        use crate::coordinator::v1 as c;
+        let node = c::PeerNode { address: "a".into(), state: c::PeerNodeState::Down as i32, missed_writes: 7 };
+        let node_wire = [0x0a, 1, b'a', 0x10, 3, 0x18, 7];
+        assert_wire(&node, &node_wire);
+        let state = c::PeerState {
+            role: c::PeerRole::Standby as i32,
+            epoch: 4,
+            configured_primary: true,
+            address: "b".into(),
+            nodes: vec![node],
+        };
+        let mut wire = vec![0x08, 2, 0x10, 4, 0x18, 1, 0x22, 1, b'b', 0x2a, node_wire.len() as u8];
+        wire.extend_from_slice(&node_wire);
+        assert_wire(&state, &wire);
     }
 
     #[test]
