@@ -16,7 +16,8 @@
 //! the 10 s and 50 clients; `OPTICACHE_BENCH_ONLY=get_4KiB` runs one
 //! workload, `OPTICACHE_BENCH_TARGETS=node` one target, for profiling;
 //! `OPTICACHE_BENCH_NODE_SHARDS` the node's shards, default one per core); `-- --test` (as `make test` runs every bench)
-//! runs a one-second smoke against the node only and checks it did work.
+//! runs a one-second smoke against the node only and checks it did work (so
+//! does `cargo test --bench`, which `make test` runs).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -343,7 +344,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
-    let smoke = std::env::args().any(|a| a == "--test");
+    // Smoke under `cargo bench -- --test` and `cargo test --bench` (no `--bench` argument).
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     if smoke {
         let node = start_node();

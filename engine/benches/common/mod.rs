@@ -41,10 +41,13 @@ pub const MEASUREMENT: Duration = Duration::from_secs(2);
 /// Bytes of every benchmark key: the same for both engines.
 pub const KEY_LEN: usize = 16;
 
-/// True when criterion runs each benchmark once, unmeasured
-/// (`cargo bench -- --test`): set-ups shrink to a smoke test.
+/// True when criterion runs each benchmark once, unmeasured: under
+/// `cargo bench -- --test`, and under `cargo test --bench` (which `make
+/// test` uses: it reuses the test build instead of an optimised one, and
+/// passes no `--bench`). Set-ups then shrink to a smoke test.
 pub fn smoke_mode() -> bool {
-    std::env::args().any(|a| a == "--test")
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
 }
 
 /// `full` normally, `smoke` in smoke mode.
