@@ -340,9 +340,13 @@ async fn sigterm_during_a_write_load_and_a_stream_exits_0_keeping_every_acknowle
         // the connection, the client's transport reports UNAVAILABLE (connect
         // error), or CANCELLED/UNKNOWN for a request racing the close. Never
         // a shard or storage error.
+        // A request racing the GOAWAY can also surface as INTERNAL "h2
+        // protocol error" (tonic's code for an HTTP/2 failure on the client
+        // side; seen once in a clean-clone run).
         let refused = w.await.unwrap();
         let transport = [Code::Unavailable, Code::Cancelled, Code::Unknown];
-        assert!(transport.contains(&refused.code()), "a writer was refused with {refused:?}");
+        let h2_race = refused.code() == Code::Internal && refused.message().starts_with("h2 protocol error");
+        assert!(transport.contains(&refused.code()) || h2_race, "a writer was refused with {refused:?}");
     }
     node.expect_clean_exit().await;
     drop(client);
