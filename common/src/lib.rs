@@ -5,6 +5,7 @@
 //!   key, and [`ClusterConfig::node_settings`], the settings one cache node
 //!   runs with. Coordinators, nodes and tools read the file through this one
 //!   module, so they never disagree on what it means.
+//! - [`join`]: waiting for a few futures at once (fan-out to shards, replicas).
 //! - [`version`]: the layout of versions and the hybrid logical clock that
 //!   coordinators and nodes stamp writes with.
 //!
@@ -12,6 +13,7 @@
 //! depend on it, not the other way round.
 
 pub mod config;
+pub mod join;
 pub mod version;
 
 pub use config::{

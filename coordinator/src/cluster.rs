@@ -37,7 +37,6 @@ pub struct NodeFigures {
 #[derive(Debug)]
 pub struct Member {
     pub address: String,
-    pub placement: PlacementNode,
     pub client: NodeClient<Channel>,
     health: Mutex<(NodeHealth, NodeFigures)>,
     /// Bumped by every write that missed this node: a catch-up pass counts
@@ -78,6 +77,8 @@ impl Member {
 #[derive(Debug)]
 pub struct Cluster {
     pub members: Vec<Member>,
+    /// The members' identities hashed for placement, once (in member order).
+    placement: Vec<PlacementNode>,
     pub replication_factor: usize,
     pub write_quorum: usize,
 }
@@ -104,7 +105,6 @@ impl Cluster {
                 .max_encoding_message_size(NODE_MESSAGE_BYTES_MAX);
             members.push(Member {
                 address: address.clone(),
-                placement: PlacementNode::new(address.as_str()),
                 client,
                 health: Mutex::new((NodeHealth::new(heartbeat_misses), NodeFigures::default())),
                 miss_generation: std::sync::atomic::AtomicU64::new(0),
@@ -112,13 +112,13 @@ impl Cluster {
                 peer_missed: std::sync::atomic::AtomicU64::new(0),
             });
         }
-        Ok(Self { members, replication_factor, write_quorum })
+        let placement = addresses.iter().map(|a| PlacementNode::new(a.as_str())).collect();
+        Ok(Self { members, placement, replication_factor, write_quorum })
     }
 
     /// The key's replicas, best first (indexes into `members`).
     pub fn replicas_of(&self, namespace: &str, key: &[u8]) -> Vec<usize> {
-        let placement: Vec<PlacementNode> = self.members.iter().map(|m| m.placement.clone()).collect();
-        replicas(key_hash(namespace.as_bytes(), key), &placement, self.replication_factor)
+        replicas(key_hash(namespace.as_bytes(), key), &self.placement, self.replication_factor)
     }
 
     /// Feeds a heartbeat result into node `i`'s health.

@@ -31,8 +31,8 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         let epoch = failover.lock().expect("failover lock").epoch();
-        let probes = (0..cluster.members.len()).map(|i| probe(&cluster, i, epoch, interval)).collect();
-        let results = crate::service::join_all(probes).await;
+        let probes = (0..cluster.members.len()).map(|i| probe(&cluster, i, epoch, interval)).collect::<Vec<_>>();
+        let results = opticache_common::join::join_all(probes).await;
         let is_primary = failover.lock().expect("failover lock").role() == Role::Primary;
         for (i, (probe, figures, node_epoch)) in results.into_iter().enumerate() {
             if let Some(e) = node_epoch {

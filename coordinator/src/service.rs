@@ -74,33 +74,6 @@ where
     }
 }
 
-/// Runs futures together and returns their outputs in order.
-pub(crate) async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (slot, out) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => waiting = true,
-                }
-            }
-        }
-        if waiting {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
-}
-
 fn expiry_of(ttl_ms: u64) -> u64 {
     if ttl_ms == 0 {
         0
@@ -224,8 +197,8 @@ impl CoordinatorService {
                     let put = put.clone();
                     on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
                 })
-                .collect();
-            let results = join_all(calls).await;
+                .collect::<Vec<_>>();
+            let results = opticache_common::join::join_all(calls).await;
             let mut overtaken = false;
             let tally = self.tally(&targets, results, |r: node::PutResponse| {
                 self.clock.observe(r.version);
@@ -299,8 +272,8 @@ impl CoordinatorService {
                             let put = put.clone();
                             on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
                         })
-                        .collect();
-                    let mut tally = self.tally(&others, join_all(calls).await, |_| {});
+                        .collect::<Vec<_>>();
+                    let mut tally = self.tally(&others, opticache_common::join::join_all(calls).await, |_| {});
                     tally.acks += 1;
                     self.check_quorum(tally, replicas.len())?;
                     return Ok(pb::UpdateResponse { version });
@@ -340,9 +313,11 @@ impl CoordinatorService {
                 let delete = delete.clone();
                 on_node(&self.cluster, i, move |mut c| async move { c.delete(delete).await })
             })
-            .collect();
+            .collect::<Vec<_>>();
         let mut deleted = false;
-        let tally = self.tally(&targets, join_all(calls).await, |r: node::DeleteResponse| deleted |= r.deleted);
+        let tally = self.tally(&targets, opticache_common::join::join_all(calls).await, |r: node::DeleteResponse| {
+            deleted |= r.deleted
+        });
         self.check_quorum(tally, replicas.len())?;
         Ok(pb::DeleteResponse { deleted })
     }
@@ -394,14 +369,14 @@ impl CoordinatorService {
                             epoch: self.epoch(),
                         }
                     })
-                    .collect();
+                    .collect::<Vec<_>>();
                 on_node(&self.cluster, i, |mut c| async move { c.batch_put(node::BatchPutRequest { entries }).await })
             })
-            .collect();
+            .collect::<Vec<_>>();
         let mut acks = vec![0usize; req.entries.len()];
         let mut failed = Vec::new();
         let mut refusal = None;
-        for (&i, result) in targets.iter().zip(join_all(calls).await) {
+        for (&i, result) in targets.iter().zip(opticache_common::join::join_all(calls).await) {
             match result {
                 Ok(_) => per_node[i].iter().for_each(|&pos| acks[pos] += 1),
                 Err(s) if is_replica_failure(&s) => {
@@ -466,11 +441,11 @@ impl CoordinatorService {
                     let keys = per_node[i]
                         .iter()
                         .map(|&pos| node::GetRequest { namespace: namespace.clone(), key: req.keys[pos].clone() })
-                        .collect();
+                        .collect::<Vec<_>>();
                     on_node(&self.cluster, i, |mut c| async move { c.batch_get(node::BatchGetRequest { keys }).await })
                 })
-                .collect();
-            for (&i, result) in targets.iter().zip(join_all(calls).await) {
+                .collect::<Vec<_>>();
+            for (&i, result) in targets.iter().zip(opticache_common::join::join_all(calls).await) {
                 match result {
                     Ok(r) => {
                         for (&pos, got) in per_node[i].iter().zip(r.results) {

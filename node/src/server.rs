@@ -228,7 +228,7 @@ async fn wait_ready(started: &mut [StartedShard]) -> Result<(), NodeStartError> 
             }
         }
     });
-    for result in crate::service::join_all(waits).await {
+    for result in opticache_common::join::join_all(waits).await {
         result?;
     }
     Ok(())

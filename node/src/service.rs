@@ -156,7 +156,7 @@ impl NodeService {
                 Ok::<_, NodeError>((positions, versions, outcomes))
             }
         });
-        for joined in join_all(calls).await {
+        for joined in opticache_common::join::join_all(calls).await {
             let (positions, versions, outcomes) = joined?;
             for ((i, version), outcome) in positions.into_iter().zip(versions).zip(outcomes) {
                 results[i] = put_response(outcome?, version);
@@ -186,7 +186,7 @@ impl NodeService {
             }
         });
         let mut bytes = 0u64;
-        for joined in join_all(calls).await {
+        for joined in opticache_common::join::join_all(calls).await {
             let (positions, found) = joined?;
             for (i, value) in positions.into_iter().zip(found) {
                 let response = get_response(value?);
@@ -433,35 +433,6 @@ fn get_response(found: Option<Value>) -> pb::GetResponse {
 async fn abort(chunks: &mpsc::Sender<Result<Bytes, StreamAborted>>, why: StreamError) -> Result<(), NodeError> {
     let _ = chunks.send(Err(StreamAborted)).await;
     Err(why.into())
-}
-
-/// Polls a few futures together (one per shard at most) and returns their
-/// outputs in order. Every future is polled on every wake, which is cheap for
-/// the handful a node has and needs no spawning.
-pub(crate) async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (slot, out) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => waiting = true,
-                }
-            }
-        }
-        if waiting {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }
 
 #[tonic::async_trait]
