@@ -63,12 +63,13 @@ pub fn check_key(namespace: &str, key: &[u8]) -> Result<(), CoordError> {
 }
 
 /// Whether a node's failure means "try another replica" (the node is gone,
-/// not serving, or could not read its copy) rather than an answer.
+/// not serving, or could not read its copy) rather than an answer. A fenced
+/// write is an answer: the node is fine, this coordinator's epoch is not.
 pub fn is_replica_failure(status: &Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::DataLoss | Code::Internal | Code::Unknown | Code::Cancelled
-    )
+    ) && opticache_proto::fencing::fenced_by(status).is_none()
 }
 
 #[cfg(test)]
@@ -97,5 +98,8 @@ mod tests {
         assert!(!is_replica_failure(&Status::not_found("")));
         assert!(!is_replica_failure(&Status::resource_exhausted("")));
         assert!(!is_replica_failure(&Status::invalid_argument("")));
+        let mut fenced = Status::unavailable("deposed");
+        opticache_proto::fencing::mark(&mut fenced, 2);
+        assert!(!is_replica_failure(&fenced));
     }
 }

@@ -80,16 +80,22 @@ impl Failover {
 
     /// An epoch seen elsewhere (a node's heartbeat answer or refusal). A
     /// primary that sees a higher epoch than its own was deposed while it
-    /// could not hear its peer: it steps down. Returns the new role if it
-    /// changed.
+    /// could not hear its peer: it steps down. Either way the coordinator
+    /// then carries that epoch, as a standby adopts its primary's, so the
+    /// writes it forwards are not fenced. Returns the new role if it changed.
     pub fn observe_epoch(&mut self, epoch: u64) -> Option<Role> {
         self.highest_epoch = self.highest_epoch.max(epoch);
-        if self.role == Role::Primary && epoch > self.epoch {
-            self.role = Role::Standby;
-            self.epoch = epoch;
-            return Some(Role::Standby);
+        if epoch <= self.epoch {
+            return None;
         }
-        None
+        self.epoch = epoch;
+        match self.role {
+            Role::Primary => {
+                self.role = Role::Standby;
+                Some(Role::Standby)
+            }
+            Role::Standby => None,
+        }
     }
 
     /// The clock moved to `now_ms`; returns the new role if it changed.
@@ -241,5 +247,14 @@ mod tests {
         f.observe_epoch(41);
         assert_eq!(f.tick(FAILOVER_MS), Some(Role::Primary));
         assert_eq!(f.epoch(), 42);
+    }
+
+    #[test]
+    fn a_standby_carries_the_highest_epoch_a_node_has_seen_and_never_goes_back() {
+        let mut f = Failover::new(0, FAILOVER_MS, false, 3);
+        assert_eq!(f.observe_epoch(7), None, "a standby has no role to lose");
+        assert_eq!((f.role(), f.epoch()), (Role::Standby, 7));
+        assert_eq!(f.observe_epoch(5), None);
+        assert_eq!(f.epoch(), 7, "an older epoch changes nothing");
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_lite::{Stream, StreamExt};
 use opticache_common::version::{unix_ms, VersionClock};
+use opticache_proto::fencing;
 use opticache_proto::node::v1 as node;
 use opticache_proto::v1 as pb;
 use pb::opti_cache_server::OptiCache;
@@ -44,6 +45,9 @@ pub const STREAM_VALUE_BYTES_MAX: u64 = 64 << 30;
 const STREAM_CHUNKS_IN_FLIGHT_MAX: usize = 2;
 /// Times a write found a newer version at a replica and is stamped again.
 const STALE_RESTAMPS_MAX: usize = 3;
+/// Times a write refused for an epoch this coordinator has since taken is
+/// sent again (it was promoted while the write was on its way).
+const FENCED_RESENDS_MAX: usize = 1;
 /// How long one node call may take before the replica counts as failed.
 pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,6 +112,59 @@ impl CoordinatorService {
     /// deposed primary's.
     fn epoch(&self) -> u64 {
         self.failover.lock().expect("failover lock").epoch()
+    }
+
+    /// Sends a write that `send` builds for a given epoch, with this
+    /// coordinator's current one. A node that has seen a newer epoch refuses
+    /// it (fencing, [`fencing`]): the write was stamped before this
+    /// coordinator was promoted, or after another one took over. Either way
+    /// this coordinator learns the epoch (a primary steps down) and sends the
+    /// write once more with it; the nodes decide by version, and a deposed
+    /// primary's decisions (repair, takeover) stop with its role. Fenced
+    /// again, the client gets UNAVAILABLE and retries.
+    async fn fenced<T, F>(&self, send: impl Fn(u64) -> F) -> NodeResult<T>
+    where
+        F: std::future::Future<Output = NodeResult<T>>,
+    {
+        let mut sent_with = self.epoch();
+        for _ in 0..FENCED_RESENDS_MAX {
+            match send(sent_with).await {
+                Err(refusal) if fencing::fenced_by(&refusal).is_some() => {
+                    let own = self.after_fence(&refusal);
+                    if own <= sent_with {
+                        return Err(self.deposed(&refusal));
+                    }
+                    sent_with = own;
+                }
+                answer => return answer,
+            }
+        }
+        send(sent_with).await.map_err(|s| if fencing::fenced_by(&s).is_some() { self.deposed(&s) } else { s })
+    }
+
+    /// Learns the epoch a fencing refusal names (stepping down if it is
+    /// another primary's); returns this coordinator's epoch afterwards.
+    fn after_fence(&self, refusal: &Status) -> u64 {
+        let fenced_by = fencing::fenced_by(refusal).unwrap_or(0);
+        let mut failover = self.failover.lock().expect("failover lock");
+        if let Some(role) = failover.observe_epoch(fenced_by) {
+            tracing::warn!(role = ?role, epoch = fenced_by, "a node refused a write for a newer epoch: stepping down");
+        }
+        failover.epoch()
+    }
+
+    /// The refusal a client gets for a fenced write: UNAVAILABLE (retry, at
+    /// the primary), still marked as a fence so that it is not taken for a
+    /// replica failure.
+    fn deposed(&self, refusal: &Status) -> Status {
+        let fenced_by = fencing::fenced_by(refusal).unwrap_or(0);
+        let mut status = Status::unavailable(format!(
+            "a node has seen coordinator epoch {fenced_by}, newer than this write's (this coordinator's is now {}); \
+             retry at the primary",
+            self.epoch()
+        ));
+        fencing::mark(&mut status, fenced_by);
+        status
     }
 
     fn write_targets(&self, replicas: &[usize]) -> Vec<usize> {
@@ -181,7 +238,7 @@ impl CoordinatorService {
             value: req.value,
             version: 0,
             expiry_unix_ms: expiry_of(req.ttl_ms),
-            epoch: self.epoch(),
+            epoch: 0,
         };
         // A replica that already holds a newer version refuses the write as
         // stale. When that version came from a clock ahead of ours (the other
@@ -194,8 +251,11 @@ impl CoordinatorService {
             let calls = targets
                 .iter()
                 .map(|&i| {
-                    let put = put.clone();
-                    on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
+                    let put = &put;
+                    self.fenced(move |epoch| {
+                        let put = node::PutRequest { epoch, ..put.clone() };
+                        on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
+                    })
                 })
                 .collect::<Vec<_>>();
             let results = opticache_common::join::join_all(calls).await;
@@ -251,9 +311,13 @@ impl CoordinatorService {
                 version,
                 expected_version: req.expected_version,
                 expiry_unix_ms: expiry,
-                epoch: self.epoch(),
+                epoch: 0,
             };
-            match on_node(&self.cluster, first, |mut c| async move { c.update(update).await }).await {
+            let decided = self.fenced(|epoch| {
+                let update = node::UpdateRequest { epoch, ..update.clone() };
+                on_node(&self.cluster, first, |mut c| async move { c.update(update).await })
+            });
+            match decided.await {
                 Ok(_) => {
                     // Decided: the other replicas get the result at the same version.
                     let others: Vec<usize> =
@@ -264,13 +328,16 @@ impl CoordinatorService {
                         value: req.value,
                         version,
                         expiry_unix_ms: expiry,
-                        epoch: self.epoch(),
+                        epoch: 0,
                     };
                     let calls = others
                         .iter()
                         .map(|&i| {
-                            let put = put.clone();
-                            on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
+                            let put = &put;
+                            self.fenced(move |epoch| {
+                                let put = node::PutRequest { epoch, ..put.clone() };
+                                on_node(&self.cluster, i, move |mut c| async move { c.put(put).await })
+                            })
                         })
                         .collect::<Vec<_>>();
                     let mut tally = self.tally(&others, opticache_common::join::join_all(calls).await, |_| {});
@@ -301,17 +368,16 @@ impl CoordinatorService {
         let version = self.clock.next();
         let replicas = self.cluster.replicas_of(&req.namespace, &req.key);
         let targets = self.write_targets(&replicas);
-        let delete = node::DeleteRequest {
-            namespace: Bytes::from(req.namespace.into_bytes()),
-            key: req.key,
-            version,
-            epoch: self.epoch(),
-        };
+        let delete =
+            node::DeleteRequest { namespace: Bytes::from(req.namespace.into_bytes()), key: req.key, version, epoch: 0 };
         let calls = targets
             .iter()
             .map(|&i| {
-                let delete = delete.clone();
-                on_node(&self.cluster, i, move |mut c| async move { c.delete(delete).await })
+                let delete = &delete;
+                self.fenced(move |epoch| {
+                    let delete = node::DeleteRequest { epoch, ..delete.clone() };
+                    on_node(&self.cluster, i, move |mut c| async move { c.delete(delete).await })
+                })
             })
             .collect::<Vec<_>>();
         let mut deleted = false;
@@ -353,26 +419,32 @@ impl CoordinatorService {
             versions.push(self.clock.next());
         }
         let targets: Vec<usize> = (0..n).filter(|&i| !per_node[i].is_empty()).collect();
-        let calls = targets
-            .iter()
-            .map(|&i| {
-                let entries = per_node[i]
-                    .iter()
-                    .map(|&pos| {
-                        let e = &req.entries[pos];
-                        node::PutRequest {
-                            namespace: namespace.clone(),
-                            key: e.key.clone(),
-                            value: e.value.clone(),
-                            version: versions[pos],
-                            expiry_unix_ms: expiry_of(e.ttl_ms),
-                            epoch: self.epoch(),
-                        }
+        let calls =
+            targets
+                .iter()
+                .map(|&i| {
+                    let entries = per_node[i]
+                        .iter()
+                        .map(|&pos| {
+                            let e = &req.entries[pos];
+                            node::PutRequest {
+                                namespace: namespace.clone(),
+                                key: e.key.clone(),
+                                value: e.value.clone(),
+                                version: versions[pos],
+                                expiry_unix_ms: expiry_of(e.ttl_ms),
+                                epoch: 0,
+                            }
+                        })
+                        .collect::<Vec<_>>();
+                    self.fenced(move |epoch| {
+                        let entries = entries.iter().map(|e| node::PutRequest { epoch, ..e.clone() }).collect();
+                        on_node(&self.cluster, i, |mut c| async move {
+                            c.batch_put(node::BatchPutRequest { entries }).await
+                        })
                     })
-                    .collect::<Vec<_>>();
-                on_node(&self.cluster, i, |mut c| async move { c.batch_put(node::BatchPutRequest { entries }).await })
-            })
-            .collect::<Vec<_>>();
+                })
+                .collect::<Vec<_>>();
         let mut acks = vec![0usize; req.entries.len()];
         let mut failed = Vec::new();
         let mut refusal = None;
@@ -503,6 +575,7 @@ impl CoordinatorService {
             data: Bytes::new(),
             epoch: self.epoch(),
         });
+        // A stream cannot be sent again: a fenced one is refused (UNAVAILABLE).
         let mut senders = Vec::with_capacity(targets.len());
         let mut calls = Vec::with_capacity(targets.len());
         for &i in &targets {
@@ -555,10 +628,20 @@ impl CoordinatorService {
         drop(senders);
         let mut results = Vec::with_capacity(calls.len());
         for call in calls {
-            results.push(match call.await {
-                Ok(r) => r,
-                Err(e) => Err(Status::internal(e.to_string())),
-            });
+            results.push(
+                match call.await {
+                    Ok(r) => r,
+                    Err(e) => Err(Status::internal(e.to_string())),
+                }
+                .map_err(|s| {
+                    if fencing::fenced_by(&s).is_some() {
+                        self.after_fence(&s);
+                        self.deposed(&s)
+                    } else {
+                        s
+                    }
+                }),
+            );
         }
         let tally = self.tally(&targets, results, |_| {});
         self.check_quorum(tally, replicas.len())?;

@@ -195,3 +195,80 @@ async fn the_standby_takes_over_within_two_seconds_and_the_old_primary_steps_dow
     let got = read(&mut cluster.client(new), "failover", b"after").await;
     assert_eq!((got.found, got.version), (true, v));
 }
+
+/// A newer epoch appears at every node (as when another primary took over
+/// behind a partition): the primary learns it from a fenced write or a
+/// heartbeat and steps down, a coordinator takes over above that epoch, and
+/// writes through both coordinators go on. A fenced write is sent again with
+/// the new epoch or refused as UNAVAILABLE, never as a version conflict, and
+/// every acknowledged write reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_epoch_at_the_nodes_deposes_the_primary_without_failing_writes_as_conflicts() {
+    let cluster = Cluster::start().await;
+    let (_, old_epoch) = cluster.agreed_primary().await.expect("a primary after start");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(Writes::default());
+    let mut tasks = Vec::new();
+    for c in 0..2 {
+        for w in 0..WRITERS_TO_STANDBY {
+            tasks.push(tokio::spawn(writer(cluster.client(c), format!("e{c}-{w}"), writes.clone(), stop.clone())));
+        }
+    }
+    let wait_acked = |at_least: usize| {
+        let writes = writes.clone();
+        async move |_: &Cluster| {
+            let n = acked(&writes);
+            if n >= at_least {
+                Ok(())
+            } else {
+                Err(format!("{n} acknowledged"))
+            }
+        }
+    };
+    cluster.wait_for("writes through both coordinators", wait_acked(100)).await;
+
+    let fenced_by = old_epoch + 10;
+    for i in 0..cluster.node_addresses.len() {
+        cluster
+            .node_client(i)
+            .heartbeat(opticache_proto::node::v1::HeartbeatRequest { epoch: fenced_by })
+            .await
+            .expect("a node heartbeat");
+    }
+    let new_epoch = cluster
+        .wait_for("a primary above the epoch the nodes have seen", async |cluster| {
+            match cluster.agreed_primary().await {
+                Ok((_, epoch)) if epoch > fenced_by => Ok(epoch),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    let acked_at_takeover = acked(&writes);
+    cluster.wait_for("writes after the takeover", wait_acked(acked_at_takeover + 100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("a writer");
+    }
+
+    let failed = writes.failed.lock().unwrap().clone();
+    assert!(
+        failed.iter().all(|(_, code, _)| *code == tonic::Code::Unavailable),
+        "a fenced write must be resent or refused as UNAVAILABLE: {failed:?}"
+    );
+    let all = writes.acked.lock().unwrap().clone();
+    println!("epoch {old_epoch} -> {new_epoch}: {} writes acknowledged, {} refused", all.len(), failed.len());
+    let mut client = cluster.client(0);
+    for part in all.chunks(1000) {
+        let keys = part.iter().map(|(k, _, _)| k.clone()).collect();
+        let request = pb::BatchReadRequest { namespace: "failover".into(), keys };
+        let results = client.batch_read(request).await.expect("BatchRead").into_inner().results;
+        for ((key, version, value), r) in part.iter().zip(&results) {
+            assert!(
+                r.found && r.version == *version && r.value == *value,
+                "{key:?} acknowledged at {version}, read found={} version={}",
+                r.found,
+                r.version
+            );
+        }
+    }
+}

@@ -115,7 +115,11 @@ impl From<NodeError> for Status {
             },
             NodeError::Engine(engine) => engine_code(engine),
         };
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if let NodeError::StaleEpoch { highest, .. } = e {
+            opticache_proto::fencing::mark(&mut status, highest);
+        }
+        status
     }
 }
 
@@ -152,5 +156,13 @@ mod tests {
         assert_eq!(code(NodeError::VersionMismatch { expected: 1, stored: 2 }), Code::FailedPrecondition);
         assert_eq!(code(NodeError::NotServing("recovering")), Code::Unavailable);
         assert_eq!(code(EngineError::DiskFull { used_bytes: 2, budget_bytes: 1 }.into()), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn only_a_fencing_refusal_names_the_epoch_that_fenced_it() {
+        use opticache_proto::fencing::fenced_by;
+        let fenced = Status::from(NodeError::StaleEpoch { epoch: 3, highest: 5 });
+        assert_eq!((fenced.code(), fenced_by(&fenced)), (Code::FailedPrecondition, Some(5)));
+        assert_eq!(fenced_by(&Status::from(NodeError::VersionMismatch { expected: 1, stored: 2 })), None);
     }
 }

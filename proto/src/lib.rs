@@ -3,9 +3,10 @@
 //! [`node::v1`] and `proto/opticache/node/v1/node.proto`).
 //!
 //! `proto/opticache/v1/opticache.proto` is the single source of truth; this
-//! crate is generated from it at build time and adds nothing of its own, so
-//! every other crate (coordinator, node, client, loadgen) speaks exactly the
-//! same wire format.
+//! crate is generated from it at build time, so every other crate
+//! (coordinator, node, client, loadgen) speaks exactly the same wire format.
+//! The one hand-written part, [`fencing`], is a wire convention too: the
+//! status metadata with which a node names the epoch that fenced a write.
 //!
 //! - [`v1`]: the messages, the enums [`v1::Role`] and [`v1::NodeState`], the
 //!   client ([`v1::opti_cache_client::OptiCacheClient`]) and the server
@@ -20,6 +21,8 @@
 //!
 //! `bytes` fields are generated as [`prost::bytes::Bytes`]: a value decoded
 //! from a request is then a slice of the receive buffer, not a copy.
+
+pub mod fencing;
 
 /// Package `opticache.v1`: messages, enums, client and server.
 pub mod v1 {
