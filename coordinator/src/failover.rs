@@ -148,12 +148,21 @@ mod tests {
     const FAILOVER_MS: u64 = 1_000;
     const STEP_MS: u64 = 50;
 
-    /// Two coordinators exchanging their states every step over a network
-    /// that can be cut, with either one able to crash and restart.
+    /// Two coordinators sending their states to each other every step over
+    /// a simulated network: each message may be dropped (`drop_percent`) or
+    /// delayed (up to `max_delay_ms`, so messages also arrive out of order),
+    /// and a partition drops everything; either coordinator can crash and
+    /// restart. Randomness comes from a seeded generator, so a failing seed
+    /// replays exactly.
     struct Sim {
         now_ms: u64,
         nodes: [Option<Failover>; 2],
         connected: bool,
+        drop_percent: u64,
+        max_delay_ms: u64,
+        /// (deliver at, to, state).
+        in_flight: Vec<(u64, usize, PeerState)>,
+        rng: u64,
     }
 
     impl Sim {
@@ -162,21 +171,44 @@ mod tests {
                 now_ms: 0,
                 nodes: [Some(Failover::new(0, FAILOVER_MS, true, 0)), Some(Failover::new(0, FAILOVER_MS, false, 0))],
                 connected: true,
+                drop_percent: 0,
+                max_delay_ms: 0,
+                in_flight: Vec::new(),
+                rng: 0x9E37_79B9_7F4A_7C15,
             }
+        }
+
+        fn lossy(seed: u64, drop_percent: u64, max_delay_ms: u64) -> Self {
+            Sim { drop_percent, max_delay_ms, rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, ..Sim::new() }
+        }
+
+        /// xorshift64: uniform enough for dropping and delaying messages.
+        fn random(&mut self, below: u64) -> u64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng % below.max(1)
         }
 
         fn step(&mut self) {
             self.now_ms += STEP_MS;
+            let now = self.now_ms;
             for n in self.nodes.iter_mut().flatten() {
-                n.tick(self.now_ms);
+                n.tick(now);
             }
-            if self.connected {
-                let states: Vec<Option<PeerState>> =
-                    self.nodes.iter().map(|n| n.as_ref().map(Failover::state)).collect();
-                for (i, n) in self.nodes.iter_mut().enumerate() {
-                    if let (Some(n), Some(peer)) = (n.as_mut(), states[1 - i]) {
-                        n.on_peer(self.now_ms, peer);
-                    }
+            for from in 0..2 {
+                let Some(state) = self.nodes[from].as_ref().map(Failover::state) else { continue };
+                if !self.connected || self.random(100) < self.drop_percent {
+                    continue;
+                }
+                let delay = self.random(self.max_delay_ms + 1);
+                self.in_flight.push((now + delay, 1 - from, state));
+            }
+            let (due, later): (Vec<_>, Vec<_>) = self.in_flight.drain(..).partition(|m| m.0 <= now);
+            self.in_flight = later;
+            for (_, to, state) in due {
+                if let Some(n) = self.nodes[to].as_mut() {
+                    n.on_peer(now, state);
                 }
             }
         }
@@ -193,6 +225,10 @@ mod tests {
 
         fn primaries(&self) -> usize {
             self.nodes.iter().flatten().filter(|n| n.role() == Role::Primary).count()
+        }
+
+        fn epochs(&self) -> [u64; 2] {
+            [0, 1].map(|i| self.nodes[i].as_ref().map_or(0, Failover::epoch))
         }
     }
 
@@ -256,5 +292,75 @@ mod tests {
         assert_eq!((f.role(), f.epoch()), (Role::Standby, 7));
         assert_eq!(f.observe_epoch(5), None);
         assert_eq!(f.epoch(), 7, "an older epoch changes nothing");
+    }
+
+    /// Seeds per lossy-network property: each replays exactly.
+    const SEEDS: u64 = 200;
+
+    #[test]
+    fn lost_and_late_messages_well_inside_the_failover_time_never_move_the_primary() {
+        for seed in 0..SEEDS {
+            // 30% lost, up to 300 ms late: a run of 20 lost messages (1 s of
+            // silence) is all but impossible, so no takeover may happen.
+            let mut sim = Sim::lossy(seed, 30, 300);
+            sim.run_ms(2 * FAILOVER_MS);
+            let settled = sim.roles();
+            assert_eq!(sim.primaries(), 1, "seed {seed}: {settled:?}");
+            for _ in 0..(20 * FAILOVER_MS / STEP_MS) {
+                sim.step();
+                assert_eq!(sim.roles(), settled, "seed {seed}: the primary moved at {} ms", sim.now_ms);
+            }
+        }
+    }
+
+    #[test]
+    fn over_a_lossy_network_epochs_never_go_back_and_a_crash_is_taken_over_in_time() {
+        for seed in 0..SEEDS {
+            let mut sim = Sim::lossy(seed, 20, 200);
+            sim.run_ms(2 * FAILOVER_MS);
+            let before = sim.epochs();
+            let primary = sim.roles().iter().position(|r| matches!(r, Some((Role::Primary, _)))).expect("a primary");
+            sim.nodes[primary] = None;
+            let died_at = sim.now_ms;
+            let survivor = 1 - primary;
+            // A message the primary sent just before it died may arrive up to
+            // max_delay_ms later and count as a sign of life.
+            while sim.roles()[survivor].map(|r| r.0) != Some(Role::Primary) {
+                sim.step();
+                let bound_ms = FAILOVER_MS + sim.max_delay_ms + STEP_MS;
+                assert!(sim.now_ms - died_at <= bound_ms, "seed {seed}: no takeover in {bound_ms} ms");
+            }
+            assert!(sim.epochs()[survivor] > before[primary], "seed {seed}: the takeover has a higher epoch");
+            // The dead one returns with what it knew; delayed messages from
+            // before its crash may still arrive. It must end as standby.
+            sim.nodes[primary] = Some(Failover::new(sim.now_ms, FAILOVER_MS, primary == 0, before[primary]));
+            let mut last = sim.epochs();
+            for _ in 0..(5 * FAILOVER_MS / STEP_MS) {
+                sim.step();
+                let now = sim.epochs();
+                assert!(now[0] >= last[0] && now[1] >= last[1], "seed {seed}: epochs went back: {last:?} -> {now:?}");
+                last = now;
+            }
+            let survivor_epoch = sim.epochs()[survivor];
+            assert_eq!(sim.roles()[survivor], Some((Role::Primary, survivor_epoch)), "seed {seed}");
+            assert_eq!(sim.roles()[primary], Some((Role::Standby, survivor_epoch)), "seed {seed}: the returning one");
+        }
+    }
+
+    #[test]
+    fn after_a_partition_heals_over_a_lossy_network_one_primary_remains_at_the_higher_epoch() {
+        for seed in 0..SEEDS {
+            let mut sim = Sim::lossy(seed, 20, 200);
+            sim.run_ms(2 * FAILOVER_MS);
+            sim.connected = false;
+            let split_ms = 2 * FAILOVER_MS + sim.random(FAILOVER_MS);
+            sim.run_ms(split_ms);
+            assert_eq!(sim.primaries(), 2, "seed {seed}: documented: a partition splits them");
+            let highest = sim.epochs().into_iter().max().expect("two");
+            sim.connected = true;
+            sim.run_ms(FAILOVER_MS);
+            assert_eq!(sim.primaries(), 1, "seed {seed}: {:?}", sim.roles());
+            assert_eq!(sim.epochs(), [highest, highest], "seed {seed}: both at the higher epoch");
+        }
     }
 }
