@@ -28,6 +28,7 @@ use std::rc::Rc;
 
 use glommio::io::{Directory, DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
+use super::wake_guard::WakeGuard;
 use super::{Storage, StorageFile};
 
 /// The file glommio's io-poll probe reads; see the module documentation.
@@ -145,6 +146,9 @@ pub struct DmaStorage {
     /// The O_DIRECT alignment the probe marker reported; files on the same
     /// directory report the same, each file still answers for itself.
     alignment: u64,
+    /// Keeps this executor thread nudged out of lost wake-ups while the
+    /// storage is in use ([`super::wake_guard`]).
+    _wake_guard: WakeGuard,
 }
 
 impl fmt::Debug for DmaStorage {
@@ -170,7 +174,8 @@ impl DmaStorage {
         let alignment = probe.alignment();
         probe.close().await?;
         let dir_handle = Directory::open(path).await?;
-        Ok(DmaStorage { dir: path.to_path_buf(), dir_handle, alignment })
+        let _wake_guard = WakeGuard::for_this_thread()?;
+        Ok(DmaStorage { dir: path.to_path_buf(), dir_handle, alignment, _wake_guard })
     }
 
     /// The directory this storage lives in.

@@ -15,6 +15,7 @@
 pub mod crash;
 pub mod dma;
 pub mod faulty;
+pub mod wake_guard;
 
 use std::io;
 use std::ops::{Deref, DerefMut};
