@@ -230,7 +230,7 @@ async fn every_rpc_through_a_coordinator() {
 /// unary, batch and stream paths; a refused call stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_row_of_the_status_table() {
-    let cluster = Cluster::start_with(Settings { max_value_bytes: MIB }).await;
+    let cluster = Cluster::start_with(Settings { max_value_bytes: MIB, ..Settings::default() }).await;
     let (primary, _) = cluster.agreed_primary().await.expect("a primary after start");
     let mut c = cluster.client(primary);
 

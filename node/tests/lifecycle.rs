@@ -17,7 +17,9 @@
 //!   unknown config key;
 //! - `sigterm_during_a_write_load_and_a_stream_exits_0_keeping_every_acknowledged_write`:
 //!   a stream in flight when the stop signal arrives is finished and
-//!   committed while the node drains; every acknowledged write survives.
+//!   committed while the node drains; every acknowledged write survives;
+//! - `a_second_stop_signal_during_the_drain_exits_130`: with a stream held
+//!   open, the drain waits, and a second SIGTERM exits 130 at once.
 
 mod common;
 
@@ -361,4 +363,37 @@ async fn sigterm_during_a_write_load_and_a_stream_exits_0_keeping_every_acknowle
     let versions: Vec<u64> = acks.iter().map(|(_, v, _)| *v).collect();
     assert_all_present(&mut client, &written, &versions).await;
     check_pattern_stream(&mut client, "streamed", SEED, STREAM_TOTAL, streamed.version).await;
+}
+
+/// The first stop signal drains (an open stream keeps the drain waiting);
+/// a second one exits at once with status 130.
+#[tokio::test]
+async fn a_second_stop_signal_during_the_drain_exits_130() {
+    let home = NodeHome::new(&Settings::shards(1));
+    let mut node = home.start_serving().await;
+    let channel = node.channel().await.expect("connect");
+    let mut stream_client = NodeClient::new(channel.clone());
+    let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<pb::PutChunk>(1);
+    let first = pb::PutChunk {
+        key: Bytes::from_static(b"held open"),
+        total_size: 2,
+        data: Bytes::from_static(b"x"),
+        ..Default::default()
+    };
+    chunks_tx.send(first).await.expect("first chunk");
+    let call =
+        tokio::spawn(
+            async move { stream_client.put_stream(tokio_stream::wrappers::ReceiverStream::new(chunks_rx)).await },
+        );
+    // HTTP/2 opens streams in order on one connection: once a later call on
+    // it has been answered, the node holds the streamed write.
+    NodeClient::new(channel).heartbeat(pb::HeartbeatRequest { epoch: 0 }).await.expect("heartbeat");
+    assert!(!call.is_finished(), "the held stream ended early: {:?}", call.await);
+    node.terminate();
+    node.wait_for_line("draining in-flight calls").await;
+    assert!(node.try_exit().is_none(), "the drain waits for the open stream");
+    node.terminate();
+    let status = node.wait_exit().await;
+    assert_eq!(status.code(), Some(130), "second signal: {status}; log:\n{}", node.log());
+    drop(chunks_tx);
 }

@@ -66,11 +66,14 @@ pub const FAILOVER_AFTER_MS: u64 = 1000;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub max_value_bytes: u64,
+    /// The nodes' engine settings: small segments and caches for tests,
+    /// the production defaults for benchmarks.
+    pub production_nodes: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_value_bytes: 64 * MIB }
+        Settings { max_value_bytes: 64 * MIB, production_nodes: false }
     }
 }
 
@@ -172,7 +175,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn new(name: String, program: &Path, args: Vec<String>, cwd: &Path) -> Proc {
+    pub fn new(name: String, program: &Path, args: Vec<String>, cwd: &Path) -> Proc {
         Proc {
             name,
             program: program.to_path_buf(),
@@ -569,10 +572,12 @@ pub fn config_yaml(settings: &Settings, nodes: &[String], dirs: &[PathBuf], coor
     text.push_str(&format!(
         "replication_factor: {REPLICATION_FACTOR}\nwrite_quorum: {WRITE_QUORUM}\n\
          heartbeat_interval_ms: {HEARTBEAT_INTERVAL_MS}\nheartbeat_misses: {HEARTBEAT_MISSES}\n\
-         node:\n  shards: 1\n  durability: sync\n  segment_bytes: 8MiB\n  shard_memory_budget_bytes: 16MiB\n  \
-         max_value_bytes: {}\n",
+         node:\n  shards: 1\n  durability: sync\n  max_value_bytes: {}\n",
         settings.max_value_bytes
     ));
+    if !settings.production_nodes {
+        text.push_str("  segment_bytes: 8MiB\n  shard_memory_budget_bytes: 16MiB\n");
+    }
     text
 }
 
