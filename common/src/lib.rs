@@ -6,6 +6,8 @@
 //!   runs with. Coordinators, nodes and tools read the file through this one
 //!   module, so they never disagree on what it means.
 //! - [`join`]: waiting for a few futures at once (fan-out to shards, replicas).
+//! - `process` (feature `process`): logging and stop signals of the server
+//!   binaries.
 //! - [`version`]: the layout of versions and the hybrid logical clock that
 //!   coordinators and nodes stamp writes with.
 //!
@@ -14,6 +16,8 @@
 
 pub mod config;
 pub mod join;
+#[cfg(feature = "process")]
+pub mod process;
 pub mod version;
 
 pub use config::{

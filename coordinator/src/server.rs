@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use opticache_common::process::{wait_true, watch_signals};
 use opticache_common::version::{VersionClock, ORIGIN_PRIMARY_COORDINATOR, ORIGIN_SECONDARY_COORDINATOR};
 use opticache_common::{ClusterConfig, HostPort};
 use opticache_proto::coordinator::v1::peer_server::PeerServer;
@@ -27,8 +28,7 @@ use crate::service::CoordinatorService;
 
 /// How long in-flight calls may take to finish after a stop signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// The exit code after a second stop signal.
-pub const EXIT_CODE_FORCED: i32 = 130;
+pub use opticache_common::process::EXIT_CODE_FORCED;
 
 /// Why a coordinator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub fn default_metrics_address(address: &str) -> Option<String> {
 /// Runs the coordinator at `address` (one of the config's two) until a stop signal.
 pub async fn run(config: ClusterConfig, address: String, metrics_address: String) -> Result<(), CoordStartError> {
     let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(watch_signals(stop_tx));
+    tokio::spawn(watch_signals(stop_tx, "nothing is lost: the coordinator keeps no data"));
     run_until(config, address, metrics_address, stop).await
 }
 
@@ -245,22 +245,4 @@ where
             })
         })
     }
-}
-
-async fn wait_true(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
-
-/// First SIGTERM/SIGINT: graceful stop. Second: exit at once.
-async fn watch_signals(stop: watch::Sender<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("stop signal: shutting down gracefully (send it again to exit at once)");
-    let _ = stop.send(true);
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    std::process::exit(EXIT_CODE_FORCED);
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use opticache_common::process::{wait_true, watch_signals};
 use opticache_engine::config::EngineConfig;
 use opticache_engine::io::dma::check_memlock;
 use opticache_proto::node::v1::node_server::NodeServer;
@@ -50,8 +51,7 @@ pub const MESSAGE_OVERHEAD_BYTES: usize = 2 << 20;
 /// loopback without waiting for window updates.
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
-/// The exit code after a second stop signal.
-pub const EXIT_CODE_FORCED: i32 = 130;
+pub use opticache_common::process::EXIT_CODE_FORCED;
 
 /// Everything a node runs with, resolved from the config file and flags.
 #[derive(Clone, Debug)]
@@ -89,7 +89,7 @@ pub enum NodeStartError {
 /// Runs a node until a stop signal; returns once it has stopped cleanly.
 pub async fn run(options: NodeOptions) -> Result<(), NodeStartError> {
     let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(watch_signals(stop_tx));
+    tokio::spawn(watch_signals(stop_tx, "the next start recovers from the log"));
     run_until(options, stop).await
 }
 
@@ -321,23 +321,4 @@ where
             })
         })
     }
-}
-
-async fn wait_true(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
-}
-
-/// First SIGTERM/SIGINT: graceful stop. Second: exit at once.
-async fn watch_signals(stop: watch::Sender<bool>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("stop signal: shutting down gracefully (send it again to exit at once)");
-    let _ = stop.send(true);
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second stop signal: exiting now; the next start recovers from the log");
-    std::process::exit(EXIT_CODE_FORCED);
 }
