@@ -1,0 +1,270 @@
+//! loadgen against real servers: starts `opticache-node` on a fresh data
+//! dir, runs the `loadgen` binary for two seconds of the mixed profile with a
+//! preload, and checks the JSON report: the counts add up, nothing failed,
+//! and every read found its value and checked it. A second, one-second run
+//! does the same against `redis-server` with every operation Redis maps
+//! (skipped, saying so, where Redis is not installed).
+//!
+//! The node binary is found next to loadgen's (same profile directory) and
+//! built when it is missing or older than its sources, as the coordinator's
+//! tests do: `CARGO_BIN_EXE_*` only exists for a package's own binaries.
+//!
+//! Nothing here sleeps to synchronise: the node's readiness is its
+//! `serving` log line, read with a deadline; Redis's is its port accepting,
+//! polled every 20 ms until a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use loadgen::profile::OpKind;
+use loadgen::report::{parse_hgrm, Report};
+
+/// How long the node may take to start (two shared, possibly busy cores).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("loadgen sits in the workspace").to_path_buf()
+}
+
+/// The newest modification time of the node binary's sources.
+fn node_sources_mtime() -> SystemTime {
+    fn walk(path: &Path, newest: &mut SystemTime) {
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            *newest = (*newest).max(modified);
+        }
+    }
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for crate_dir in ["node", "engine", "common", "proto"] {
+        for part in ["src", "Cargo.toml", "build.rs", "opticache"] {
+            walk(&workspace_root().join(crate_dir).join(part), &mut newest);
+        }
+    }
+    newest
+}
+
+/// `opticache-node` of the same profile as the loadgen under test, built
+/// once per test process if missing or stale.
+fn node_binary() -> &'static Path {
+    static NODE: OnceLock<PathBuf> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let loadgen = Path::new(env!("CARGO_BIN_EXE_loadgen"));
+        let dir = loadgen.parent().expect("the loadgen binary has a directory");
+        let node = dir.join("opticache-node");
+        let built = std::fs::metadata(&node).and_then(|m| m.modified()).ok();
+        if built.is_none_or(|b| b < node_sources_mtime()) {
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.current_dir(workspace_root()).args(["build", "-p", "opticache-node", "--bin", "opticache-node"]);
+            // target/debug is the dev profile; any other directory is named after its profile.
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some(profile) => {
+                    cargo.args(["--profile", profile]);
+                }
+            }
+            let status = cargo.status().expect("run cargo build for opticache-node");
+            assert!(status.success(), "cargo build -p opticache-node failed: {status}");
+            assert!(node.exists(), "cargo built opticache-node, but not at {}", node.display());
+        }
+        node
+    })
+}
+
+/// A server process (the node, or Redis) on a temporary dir, killed when dropped.
+struct Server {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes ANSI colour sequences, in case the log is coloured.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn start_node() -> Server {
+    // Under the target dir rather than /tmp: the engine writes with
+    // O_DIRECT, which a tmpfs may refuse.
+    let dir = tempfile::Builder::new().prefix("loadgen-smoke-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "coordinator:\n  primary: 127.0.0.1:1\n\
+         cache_nodes:\n  - address: 127.0.0.1:0\n    disk_path: '{}'\n    metrics_address: 127.0.0.1:0\n\
+         replication_factor: 1\n\
+         node:\n  durability: sync\n  shards: 1\n  segment_bytes: 8MiB\n  shard_memory_budget_bytes: 16MiB\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&config, yaml).expect("write the node's config");
+    let child = Command::new(node_binary())
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn,opticache_node::server=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start opticache-node");
+    // Owned by the guard from here on, so a failed start kills the node.
+    let mut server = Server { child, address: String::new(), _dir: dir };
+    let stderr = server.child.stderr.take().expect("stderr is piped");
+    let (lines_tx, lines) = mpsc::channel();
+    // Reads the log for the whole life of the node, so the pipe never fills.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(plain(&line));
+        }
+    });
+    let deadline = Instant::now() + START_DEADLINE;
+    let mut address = None;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match lines.recv_timeout(left) {
+            Ok(line) => line,
+            Err(e) => panic!("the node did not log `serving` ({e:?}); its log:\n{}", seen.join("\n")),
+        };
+        if let Some(rest) = line.split("address=").nth(1) {
+            address.get_or_insert_with(|| rest.split_whitespace().next().unwrap_or_default().to_owned());
+        }
+        // "INFO opticache_node::server: serving address=...".
+        let serving = line.split_whitespace().any(|word| word == "serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    server.address = address.unwrap_or_else(|| panic!("the node logged no address:\n{}", seen.join("\n")));
+    server
+}
+
+#[test]
+fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
+    let node = start_node();
+    let out = tempfile::tempdir().expect("dir");
+    let json = out.path().join("out.json");
+    let hgrm = out.path().join("hgrm");
+    let target = format!("node://{}", node.address);
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--target", &target, "--profile", "mixed", "--duration", "2s", "--warmup", "0s"])
+        .args(["--concurrency", "4", "--keys", "1000", "--preload", "--json"])
+        .arg(&json)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "loadgen failed ({}):\n{stdout}\n{stderr}", run.status);
+    assert!(stdout.contains("preloaded 1000 keys"), "{stdout}");
+
+    let report = Report::read_json(&json).expect("the JSON report reads back");
+    assert_eq!(report.target, target);
+    assert_eq!(report.plan.workload.keys, 1000);
+    assert!(report.plan.workload.misses_are_errors);
+    assert_eq!(report.preload.map(|p| p.keys), Some(1000));
+    assert_eq!(report.measured_ms, 2_000);
+    assert_eq!(report.command_line[1..3], ["--target".to_owned(), target.clone()]);
+
+    let kinds: Vec<OpKind> = report.ops.iter().map(|o| o.op).collect();
+    assert_eq!(kinds, [OpKind::Read, OpKind::Write], "the mixed profile reads and writes");
+    assert_eq!(report.totals.ops, report.ops.iter().map(|o| o.count).sum::<u64>());
+    assert_eq!(report.totals.errors, 0, "{:?}", report.ops.iter().map(|o| &o.error_examples).collect::<Vec<_>>());
+    assert_eq!(report.totals.missed_keys, 0);
+    for op in &report.ops {
+        assert!(op.count > 0, "{} ran", op.op);
+        assert_eq!((op.ok, op.errors), (op.count, 0), "{}: {:?}", op.op, op.error_examples);
+        assert_eq!(op.bytes, op.count * 4096, "{}: every value was 4 KiB and checked", op.op);
+        assert!(op.latency.p50_us <= op.latency.p99_us && op.latency.p99_us <= op.latency.max_us, "{:?}", op.latency);
+        assert!(op.ops_per_s > 0.0);
+
+        let text = std::fs::read_to_string(hgrm.join(format!("{}.hgrm", op.op))).expect("an .hgrm file per op");
+        let parsed = parse_hgrm(&text).expect("the .hgrm file parses");
+        assert_eq!(parsed.total_count, op.count, "{}", op.op);
+        assert_eq!((parsed.max_ms * 1_000.0).round() as u64, op.latency.max_us, "{}", op.op);
+    }
+}
+
+/// A Redis server on a free port and a temporary dir, killed when dropped;
+/// `None` when `redis-server` is not installed.
+fn start_redis() -> Option<Server> {
+    let dir = tempfile::Builder::new().prefix("loadgen-redis-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let address = format!("127.0.0.1:{port}");
+    let server = Server { child, address, _dir: dir };
+    // Its log goes nowhere here: wait for its port to accept instead.
+    let deadline = Instant::now() + START_DEADLINE;
+    while std::net::TcpStream::connect(&server.address).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not listen on {}", server.address);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(server)
+}
+
+#[test]
+fn a_short_run_against_redis_maps_every_operation_and_reads_back_everything() {
+    let Some(redis) = start_redis() else {
+        eprintln!("redis-server is not installed: the Redis smoke run is skipped");
+        return;
+    };
+    let out = tempfile::tempdir().expect("dir");
+    let json = out.path().join("redis.json");
+    let target = format!("redis://{}", redis.address);
+    let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--target", &target, "--duration", "1s", "--warmup", "0s", "--concurrency", "2", "--keys", "200"])
+        .args(["--preload", "--mix", "read:4,write:2,update:1,batch-read:1,batch-write:1", "--batch-size", "4"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "loadgen failed ({}):\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = Report::read_json(&json).expect("the JSON report reads back");
+    let kinds: Vec<OpKind> = report.ops.iter().map(|o| o.op).collect();
+    assert_eq!(kinds, [OpKind::Read, OpKind::Write, OpKind::Update, OpKind::BatchRead, OpKind::BatchWrite]);
+    assert_eq!((report.totals.errors, report.totals.missed_keys), (0, 0), "{stdout}");
+    for op in &report.ops {
+        assert_eq!(op.ok, op.count, "{}: {:?}", op.op, op.error_examples);
+        let keys_per_op = if op.op.is_batch() { 4 } else { 1 };
+        assert_eq!(op.bytes, op.count * keys_per_op * 4096, "{}: whole, checked 4 KiB values", op.op);
+    }
+}
