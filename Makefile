@@ -5,6 +5,9 @@
 #   make bench   criterion benchmarks (figures go to docs/benchmarks.md)
 #   make fmt     reformat every crate
 #   make run     the local cluster of config/config.yaml in the foreground (Ctrl-C stops it)
+#   make benchmark  loadgen against node-direct, the cluster and Redis in one run
+#                (writes docs/benchmarks/make-benchmark.md; not part of make test)
+#   make install-deps  what the tests and benchmarks need beyond Rust: redis-server
 #   make clean   remove build outputs
 
 CARGO ?= cargo
@@ -14,7 +17,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := build
 
-.PHONY: build test bench fmt run clean
+.PHONY: build test bench benchmark install-deps fmt run clean
 
 build:
 	$(CARGO) build --workspace --release
@@ -43,6 +46,25 @@ fmt:
 run:
 	$(CARGO) build --release --bin opticache-node --bin opticache-coordinator --bin opticache
 	scripts/run-local-cluster.sh config/config.yaml
+
+# Release binaries, a local cluster and Redis of its own, every loadgen
+# profile against each; see scripts/benchmark.sh for its settings.
+benchmark: install-deps
+	$(CARGO) build --release --bin opticache-node --bin opticache-coordinator --bin opticache --bin loadgen
+	scripts/benchmark.sh
+
+# Debian's redis-server (the loadgen tests compare against it, make
+# benchmark runs it); installed only when missing.
+install-deps:
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "install-deps: $$(redis-server --version | cut -d' ' -f1-3) already installed"; \
+	else \
+		echo "install-deps: installing redis-server (Debian package)"; \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-server >/dev/null; \
+		redis-server --version; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# `make benchmark`: the published comparison, in one run on this machine.
+#
+# Starts a local cluster (three nodes, two coordinators, replication_factor
+# 2, write_quorum 1, durability sync) from a config of its own, and a Redis
+# server with appendonly yes + appendfsync always (our `sync`), then runs
+# every loadgen profile against node-direct (node 1 of that cluster), the
+# cluster (both coordinators) and Redis, and writes:
+#   target/benchmark/RUN/*.json, *.hgrm   every report
+#   docs/benchmarks/make-benchmark.md      the tables with ratios against Redis,
+#                                          the machine and the exact commands
+# Everything it started is stopped on exit, also on failure or Ctrl-C.
+#
+# Settings (environment): BENCH_SECONDS (measured time per run, default 10),
+# BENCH_WARMUP_SECONDS (2), BENCH_CONCURRENCY (50), BENCH_KEYS (20000; the
+# 1 MiB and 64 MiB profiles use fewer), BENCH_PROFILES (all),
+# BENCH_PORT_BASE (46000: nodes +1..+3, coordinators +51/+52, Redis +379).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bin=target/release
+seconds=${BENCH_SECONDS:-10}
+warmup=${BENCH_WARMUP_SECONDS:-2}
+concurrency=${BENCH_CONCURRENCY:-50}
+keys=${BENCH_KEYS:-20000}
+profiles=${BENCH_PROFILES:-write-heavy read-heavy mixed batch-read params large}
+base=${BENCH_PORT_BASE:-46000}
+run=target/benchmark/$(date -u +%Y%m%dT%H%M%SZ)
+out_md=docs/benchmarks/make-benchmark.md
+mkdir -p "$run" docs/benchmarks
+
+command -v redis-server >/dev/null || {
+    echo "benchmark: redis-server is missing; run 'make install-deps' first" >&2
+    exit 1
+}
+
+nodes=("127.0.0.1:$((base + 1))" "127.0.0.1:$((base + 2))" "127.0.0.1:$((base + 3))")
+coordinators="127.0.0.1:$((base + 51)),127.0.0.1:$((base + 52))"
+redis_port=$((base + 379))
+config=$run/config.yaml
+{
+    echo "coordinator:"
+    echo "  primary: 127.0.0.1:$((base + 51))"
+    echo "  secondary: 127.0.0.1:$((base + 52))"
+    echo "cache_nodes:"
+    for i in 0 1 2; do
+        echo "  - address: ${nodes[$i]}"
+        echo "    disk_path: $PWD/$run/node$((i + 1))"
+        echo "    metrics_address: 127.0.0.1:0"
+    done
+    echo "replication_factor: 2"
+    echo "write_quorum: 1"
+    echo "node:"
+    echo "  durability: sync"
+} >"$config"
+
+pids=()
+stop_all() {
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap stop_all EXIT
+
+OPTICACHE_BIN_DIR=$bin scripts/run-local-cluster.sh "$config" >"$run/cluster.log" 2>&1 &
+pids+=($!)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
+    --dir "$PWD/$run" >"$run/redis.log" 2>&1 &
+pids+=($!)
+
+# Ready: every node UP at the coordinators, and Redis answering.
+deadline=$((SECONDS + 60))
+until "$bin/opticache" --coordinators "$coordinators" status 2>/dev/null | grep -cw up | grep -qx 3; do
+    if [ $SECONDS -gt $deadline ]; then
+        echo "benchmark: the cluster did not come up; log: $run/cluster.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+until redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; do
+    if [ $SECONDS -gt $deadline ]; then
+        echo "benchmark: redis did not come up; log: $run/redis.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+
+commands=()
+for profile in $profiles; do
+    profile_keys=$keys
+    profile_concurrency=$concurrency
+    case $profile in
+    params) profile_keys=256 ;;
+    large)
+        profile_keys=8
+        profile_concurrency=2
+        ;;
+    esac
+    for target in "redis://127.0.0.1:$redis_port" "node://${nodes[0]}" "opticache://$coordinators"; do
+        name=${target%%://*}
+        [ "$name" = opticache ] && name=cluster
+        cmd=("$bin/loadgen" --target "$target" --profile "$profile" --keys "$profile_keys"
+            --concurrency "$profile_concurrency" --duration "${seconds}s" --warmup "${warmup}s" --preload
+            --namespace "bench-$profile" --json "$run/$profile-$name.json" --hgrm "$run/hgrm-$profile-$name")
+        commands+=("${cmd[*]}")
+        echo "benchmark: $profile against $name" >&2
+        # Exit 3 means the run finished with errors: they are in the report.
+        "${cmd[@]}" >"$run/$profile-$name.txt" 2>&1 || [ $? -eq 3 ]
+    done
+done
+
+{
+    echo "# make benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)"
+    echo
+    echo "Machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r);"
+    echo "client, three nodes, two coordinators and Redis share it. Redis: appendonly yes,"
+    echo "appendfsync always; nodes: durability sync; cluster: replication_factor 2, write_quorum 1."
+    echo "Node-direct is node 1 of the same cluster. One run of each (the JSON reports are in $run)."
+    echo
+    for profile in $profiles; do
+        echo "## $profile"
+        echo
+        "$bin/loadgen" compare "$run/$profile-redis.json" "$run/$profile-node.json" "$run/$profile-cluster.json"
+        echo
+    done
+    echo "## Commands"
+    echo
+    echo '```sh'
+    printf '%s\n' "${commands[@]}"
+    echo '```'
+} >"$out_md"
+echo "benchmark: wrote $out_md (reports in $run)" >&2
