@@ -55,6 +55,10 @@ impl Member {
         self.health.lock().expect("health lock").0.state()
     }
 
+    pub fn serves_reads_as_fallback(&self) -> bool {
+        self.health.lock().expect("health lock").0.serves_reads_as_fallback()
+    }
+
     pub fn needs_catch_up(&self) -> bool {
         self.health.lock().expect("health lock").0.needs_catch_up()
     }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Invariants:
-//! - only UP serves reads; UP, SUSPECT and RECOVERING take writes (a
+//! - UP serves reads, and a SUSPECT node that missed no write does when no
+//!   replica of the key is UP; UP, SUSPECT and RECOVERING take writes (a
 //!   recovering node must see new writes to converge), DOWN takes none (the
 //!   coordinator keeps hints for it instead);
 //! - a node that was DOWN, that missed a write, or whose identity changed (a
@@ -71,6 +72,13 @@ impl NodeHealth {
 
     pub fn serves_reads(&self) -> bool {
         self.state == NodeState::Up
+    }
+
+    /// Whether reads may go here when no replica of the key is UP: a node
+    /// that is only late answering heartbeats (a loaded node is, under large
+    /// writes) and has missed no write holds what an UP node would.
+    pub fn serves_reads_as_fallback(&self) -> bool {
+        self.state == NodeState::Suspect && !self.missed_writes
     }
 
     pub fn takes_writes(&self) -> bool {
@@ -203,6 +211,21 @@ mod tests {
     }
 
     #[test]
+    fn a_node_late_on_heartbeats_is_a_read_fallback_until_it_misses_a_write() {
+        let mut h = NodeHealth::new(3);
+        h.on_probe(ok("n1"));
+        h.on_probe(Probe::Missed);
+        assert_eq!(h.state(), NodeState::Suspect);
+        assert!(!h.serves_reads() && h.serves_reads_as_fallback(), "late, but holds every write");
+        h.on_write_missed();
+        assert!(!h.serves_reads_as_fallback(), "a missed write takes it out of every read");
+        h.on_probe(Probe::Missed);
+        h.on_probe(Probe::Missed);
+        assert_eq!(h.state(), NodeState::Down);
+        assert!(!h.serves_reads_as_fallback());
+    }
+
+    #[test]
     fn a_wiped_node_with_a_new_id_must_recover() {
         let mut h = NodeHealth::new(3);
         h.on_probe(ok("old"));
@@ -284,8 +307,8 @@ mod tests {
         }
 
         fn check(&self, seed: u64) {
-            if self.health.serves_reads() {
-                assert!(self.node_complete, "seed {seed}: UP but missing writes: {:?}", self.health);
+            if self.health.serves_reads() || self.health.serves_reads_as_fallback() {
+                assert!(self.node_complete, "seed {seed}: readable but missing writes: {:?}", self.health);
             }
         }
     }

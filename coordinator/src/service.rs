@@ -8,8 +8,9 @@
 //!   durably (a node answers a put only after its fdatasync); a replica that
 //!   was not reached is marked as having missed a write, which takes it out of
 //!   the read path until it has caught up;
-//! - reads go only to UP replicas, best first, and fail over on a replica
-//!   failure (unavailable, timeout, data loss), never on an answer;
+//! - reads go to UP replicas, best first (to a SUSPECT one that missed no
+//!   write only when none is UP), and fail over on a replica failure
+//!   (unavailable, timeout, data loss), never on an answer;
 //! - UpdateCache's compare-and-set is decided at the key's first UP replica,
 //!   and its result is then written to the other replicas at the same version;
 //! - a streamed write's last chunk reaches the nodes only after the client's
@@ -179,8 +180,15 @@ impl CoordinatorService {
         targets
     }
 
+    /// The replicas a read may go to, best first: the UP ones; if none is,
+    /// the SUSPECT ones that missed no write (late on heartbeats, not stale).
     fn readable(&self, replicas: &[usize]) -> Vec<usize> {
-        replicas.iter().copied().filter(|&i| self.cluster.members[i].state() == NodeState::Up).collect()
+        let up: Vec<usize> =
+            replicas.iter().copied().filter(|&i| self.cluster.members[i].state() == NodeState::Up).collect();
+        if !up.is_empty() {
+            return up;
+        }
+        replicas.iter().copied().filter(|&i| self.cluster.members[i].serves_reads_as_fallback()).collect()
     }
 
     fn tally<T>(&self, targets: &[usize], results: Vec<NodeResult<T>>, mut on_ok: impl FnMut(T)) -> Tally {
