@@ -26,6 +26,7 @@ use crate::cache::{CachedValue, HotCache};
 use crate::config::{DiskFullPolicy, Durability, EngineConfig};
 use crate::error::{io_err, EngineError, Result};
 use crate::index::{fingerprint, Entry, Index, Loc};
+use crate::io::wake_guard::WakeGuard;
 use crate::io::{Storage, StorageFile};
 use crate::limits::KEY_LEN_MAX;
 use crate::listing::KeyListing;
@@ -168,6 +169,11 @@ pub struct Engine<S: Storage> {
     applier: Option<Task<()>>,
     compactor: Option<Task<()>>,
     syncer: Option<Task<()>>,
+    /// Keeps this executor thread nudged out of glommio's lost wake-ups
+    /// while the engine lives, whatever its storage: the engine waits on
+    /// glommio's blocking threads (index checkpoints) even over in-memory
+    /// test storage ([`crate::io::wake_guard`]).
+    _wake_guard: WakeGuard,
 }
 
 impl<S: Storage> Engine<S> {
@@ -175,6 +181,7 @@ impl<S: Storage> Engine<S> {
     /// index file is `index_path`, recovering from whatever a crash left.
     pub async fn open(storage: S, index_path: &Path, config: EngineConfig) -> Result<Self> {
         config.validate().map_err(EngineError::Config)?;
+        let _wake_guard = WakeGuard::for_this_thread().map_err(io_err("start the wake-up guard"))?;
         let background_queue = background_queue(config.compaction_shares);
         let (inner, report) = crate::recovery::open(storage, index_path, config, background_queue).await?;
         let inner = Rc::new(inner);
@@ -194,7 +201,7 @@ impl<S: Storage> Engine<S> {
             }
             _ => None,
         };
-        Ok(Self { inner, report, committer, applier, compactor: Some(compactor), syncer })
+        Ok(Self { inner, report, committer, applier, compactor: Some(compactor), syncer, _wake_guard })
     }
 
     /// What recovery found and did when this engine opened.

@@ -20,7 +20,9 @@
 //! - a thread is signalled only while a [`WakeGuard`] for it is alive, and by
 //!   `tgkill` on its kernel thread id within this process, so a thread that
 //!   has exited is never hit (the call fails with `ESRCH` at worst);
-//! - one nudger thread serves the whole process, started on first use.
+//! - one nudger thread serves the whole process, started on first use;
+//! - every `Engine` and every `DmaStorage` holds a guard for its thread, so
+//!   any executor that runs engine or DMA work is covered.
 
 use std::collections::HashMap;
 use std::io;
