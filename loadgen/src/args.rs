@@ -322,8 +322,10 @@ impl Plan {
         }
         if mix.kinds().any(OpKind::is_batch) {
             in_range("--batch-size", u64::from(batch_size), 1, u64::from(BATCH_LEN_MAX), |n| n.to_string())?;
-            // The request of a batch write, or the answer of a batch read, must fit.
-            let batch_bytes = u64::from(batch_size).saturating_mul(value_size.max_bytes());
+            // The request of a batch write, or the answer of a batch read, must
+            // fit; the servers count key bytes against the limit too.
+            let key_bytes = crate::keys::key_name(keys.saturating_sub(1)).len() as u64;
+            let batch_bytes = u64::from(batch_size).saturating_mul(value_size.max_bytes().saturating_add(key_bytes));
             if batch_bytes > BATCH_BYTES_MAX {
                 return Err(LoadgenError::invalid(
                     "--batch-size",
@@ -519,13 +521,17 @@ mod tests {
             &["--timeout", "10m"],
             &["--distribution", "zipf:5"],
             &["--profile", "batch-read", "--batch-size", "4096"],
-            &["--mix", "batch-write:1", "--value-size", "16KiB", "--batch-size", "4096"],
+            &["--mix", "batch-write:1", "--value-size", "16000", "--batch-size", "4096"],
             &["--preload", "--keys", "1048576", "--value-size", "64KiB"],
         ] {
             let mut full = vec!["--target", NODE];
             full.extend_from_slice(args);
             resolve(&full).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
+        // 4096 values of 16 KiB are exactly 64 MiB: with their keys, over.
+        let over =
+            resolve(&["--target", NODE, "--mix", "batch-write:1", "--value-size", "16KiB", "--batch-size", "4096"]);
+        assert!(over.is_err_and(|e| e.to_string().contains("--batch-size")), "keys count against the batch limit");
         let long = "n".repeat(NAMESPACE_BYTES_MAX);
         resolve(&["--target", NODE, "--namespace", &long]).expect("255-byte namespace");
     }

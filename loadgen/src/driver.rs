@@ -21,8 +21,10 @@
 //! clock of their latency starts, and replies checked after it stops; a
 //! request belongs to the warm-up or to the window by when it was due, so the
 //! window holds exactly the requests due in it; every call is bounded by
-//! `--timeout`, so a run ends at most one timeout after its window; all time
-//! is tokio's, so tests can run the driver on a paused clock.
+//! `--timeout`; throughput is over the time from the window's start to the
+//! end of its last request (at least the window), so an open loop that the
+//! target cannot keep up with reports what was done, not what was asked;
+//! all time is tokio's, so tests can run the driver on a paused clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -167,10 +169,17 @@ pub async fn run<C: Connector>(
         tasks.push(tokio::spawn(client.run()));
     }
     let mut stats = Stats::new(workload.misses_are_errors);
+    let mut last_done = schedule.end;
     for task in tasks {
-        stats.merge(task.await.map_err(|e| LoadgenError::Task(e.to_string()))?)?;
+        let (client_stats, client_last_done) = task.await.map_err(|e| LoadgenError::Task(e.to_string()))?;
+        stats.merge(client_stats)?;
+        last_done = last_done.max(client_last_done.unwrap_or(schedule.end));
     }
-    Ok(RunOutcome { stats, measured_ms: workload.duration_ms, preload: preloaded })
+    // Throughput is over the time the window's requests really took: an open
+    // loop the target cannot keep up with finishes them after the window, and
+    // dividing by the window alone would report the offered rate.
+    let measured_ms = (last_done - measure_start).as_millis().max(u128::from(workload.duration_ms));
+    Ok(RunOutcome { stats, measured_ms: u64::try_from(measured_ms).unwrap_or(u64::MAX), preload: preloaded })
 }
 
 /// Each client's own seed, so clients do not draw the same keys.
@@ -275,9 +284,12 @@ struct ClientTask<C> {
 }
 
 impl<C: Connection> ClientTask<C> {
-    async fn run(mut self) -> Stats {
+    /// Sends until the schedule's end; the stats and when the last measured
+    /// call ended.
+    async fn run(mut self) -> (Stats, Option<Instant>) {
         let timeout = Duration::from_millis(self.workload.timeout_ms);
         let mut n: u64 = 0;
+        let mut last_done = None;
         loop {
             let prepared = self.prepare();
             let due = match self.schedule.rate_ops_per_s {
@@ -302,6 +314,7 @@ impl<C: Connection> ClientTask<C> {
             if due < self.schedule.measure_start {
                 continue;
             }
+            last_done = Some(done);
             let answer = answer.unwrap_or_else(|_| {
                 Err(OpError::new(TIMEOUT, format!("no answer within {} ms", self.workload.timeout_ms)))
             });
@@ -318,7 +331,7 @@ impl<C: Connection> ClientTask<C> {
             }
             self.stats.record(prepared.kind, latency, outcome, bytes);
         }
-        self.stats
+        (self.stats, last_done)
     }
 
     fn prepare(&mut self) -> Prepared {
@@ -539,6 +552,26 @@ mod tests {
         let h = &out.stats.op(OpKind::Write).expect("writes").histogram;
         assert_eq!(h.len(), 100);
         assert!(h.equivalent(h.min(), MS) && h.equivalent(h.max(), MS), "min {} max {}", h.min(), h.max());
+    }
+
+    /// Asked for 1000 ops/s from one client whose target takes 10 ms a call:
+    /// the window's 1000 requests take 10 s, and throughput must say ~100/s
+    /// over that time, not the 1000/s that were asked for.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_the_target_cannot_keep_up_with_reports_what_was_done() {
+        let w = Workload { rate_ops_per_s: Some(1_000), timeout_ms: 60_000, ..workload("write:1") };
+        let target = StallOnce {
+            calls: Arc::new(AtomicU64::new(0)),
+            stall_at: 0,
+            stall: Duration::ZERO,
+            service: Duration::from_millis(10),
+        };
+        let out = run(&target, &w, LatencyOrigin::Intended, None).await.expect("run");
+        let writes = out.stats.op(OpKind::Write).expect("writes");
+        assert_eq!(writes.count, 1_000, "every request due in the window is sent");
+        assert!((9_900..=10_100).contains(&out.measured_ms), "measured over {} ms", out.measured_ms);
+        let summary = crate::stats::OpSummary::of(OpKind::Write, writes, out.measured_ms);
+        assert!((95.0..=105.0).contains(&summary.ops_per_s), "{} ops/s", summary.ops_per_s);
     }
 
     #[tokio::test(start_paused = true)]

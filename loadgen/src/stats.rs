@@ -248,7 +248,9 @@ impl OpSummary {
             error_examples: stats.error_examples.clone(),
             missed_keys: stats.missed_keys,
             bytes: stats.bytes,
-            ops_per_s: stats.count as f64 / seconds,
+            // Successful calls only: a target that refuses fast must not
+            // look fast.
+            ops_per_s: stats.ok as f64 / seconds,
             mb_per_s: stats.bytes as f64 / seconds / 1e6,
             latency: Latency::of(&stats.histogram),
         }

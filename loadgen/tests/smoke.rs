@@ -174,7 +174,7 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     let target = format!("node://{}", node.address);
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--target", &target, "--profile", "mixed", "--duration", "2s", "--warmup", "0s"])
-        .args(["--concurrency", "4", "--keys", "1000", "--preload", "--json"])
+        .args(["--concurrency", "4", "--keys", "1000", "--preload", "--timeout", "5s", "--json"])
         .arg(&json)
         .arg("--hgrm")
         .arg(&hgrm)
@@ -212,27 +212,45 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     }
 }
 
+/// Ports tried for Redis: a port free a moment ago can be taken before
+/// Redis binds it, and then Redis exits at once; the next one is tried.
+const REDIS_PORT_ATTEMPTS: usize = 5;
+
 /// A Redis server on a free port and a temporary dir, killed when dropped;
 /// `None` when `redis-server` is not installed.
 fn start_redis() -> Option<Server> {
-    let dir = tempfile::Builder::new().prefix("loadgen-redis-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let address = format!("127.0.0.1:{port}");
-    let server = Server { child, address, _dir: dir };
-    // Its log goes nowhere here: wait for its port to accept instead.
-    let deadline = Instant::now() + START_DEADLINE;
-    while std::net::TcpStream::connect(&server.address).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not listen on {}", server.address);
-        std::thread::sleep(Duration::from_millis(20));
+    let mut exits = Vec::new();
+    for _ in 0..REDIS_PORT_ATTEMPTS {
+        let dir =
+            tempfile::Builder::new().prefix("loadgen-redis-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(std::fs::File::create(dir.path().join("redis.log")).expect("redis log file"))
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let mut server = Server { child, address: format!("127.0.0.1:{port}"), _dir: dir };
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if std::net::TcpStream::connect(&server.address).is_ok() {
+                return Some(server);
+            }
+            if let Some(status) = server.child.try_wait().expect("waitpid") {
+                let log = std::fs::read_to_string(server._dir.path().join("redis.log")).unwrap_or_default();
+                exits.push(format!("port {port}: {status}: {}", log.trim()));
+                break;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not listen on {}", server.address);
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Some(server)
+    panic!("redis-server exited on every port tried: {exits:#?}");
 }
 
 #[test]
@@ -247,6 +265,7 @@ fn a_short_run_against_redis_maps_every_operation_and_reads_back_everything() {
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["--target", &target, "--duration", "1s", "--warmup", "0s", "--concurrency", "2", "--keys", "200"])
         .args(["--preload", "--mix", "read:4,write:2,update:1,batch-read:1,batch-write:1", "--batch-size", "4"])
+        .args(["--timeout", "5s"])
         .arg("--json")
         .arg(&json)
         .output()

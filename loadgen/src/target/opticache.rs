@@ -67,10 +67,14 @@ impl Connector for OptiCacheConnector {
     type Conn = OptiCacheConnection;
 
     async fn connect(&self) -> Result<OptiCacheConnection> {
-        let client = Client::connect(self.config.clone()).await.map_err(|e| LoadgenError::Unreachable {
+        let unreachable = |e: opticache_client::ClientError| LoadgenError::Unreachable {
             target: format!("opticache://{}", self.config.coordinators.join(",")),
             why: e.to_string(),
-        })?;
+        };
+        let client = Client::connect(self.config.clone()).await.map_err(unreachable)?;
+        // The client connects lazily: one cheap call now, so the first
+        // measured call does not pay for the TCP and HTTP/2 handshakes.
+        client.cluster_status().await.map_err(unreachable)?;
         Ok(OptiCacheConnection { client, namespace: self.namespace.clone() })
     }
 }
