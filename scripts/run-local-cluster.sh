@@ -22,8 +22,13 @@ secondary=$(awk '/^coordinator:/{c=1;next} /^[^ #]/{c=0} c && $1=="secondary:" {
 start() { # name, command...
     local name=$1
     shift
-    # The prefix runs in its own process: a line is printed whole, unbuffered.
-    "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+    # Each server and its log prefixer run in a session of their own: a
+    # Ctrl-C on the terminal reaches only this script, which stops every
+    # server with one SIGTERM (a server that got the terminal's SIGINT as
+    # well would take the TERM as a second signal and exit at once), and the
+    # prefixers live until the servers' last lines are out. The prefix runs
+    # in its own process: a line is printed whole, unbuffered.
+    setsid "$@" > >(exec setsid sed -u "s/^/[$name] /") 2>&1 &
     pids+=($!)
 }
 
@@ -53,7 +58,19 @@ echo "[run] ${#nodes[@]} nodes and the coordinators are starting; clients: $prim
 
 status=0
 for pid in "${pids[@]}"; do
-    wait "$pid" || status=$?
+    while true; do
+        rc=0
+        wait "$pid" || rc=$?
+        # A trapped signal interrupts `wait` (status > 128) while the server
+        # is still draining: wait for it again.
+        if [ "$rc" -gt 128 ] && kill -0 "$pid" 2>/dev/null; then
+            continue
+        fi
+        break
+    done
+    if [ "$rc" -ne 0 ]; then
+        status=$rc
+    fi
 done
 echo "[run] all stopped" >&2
 exit "$status"
