@@ -9,6 +9,8 @@
 #   target/benchmark/RUN/*.json, *.hgrm   every report
 #   docs/benchmarks/make-benchmark.md      the tables with ratios against Redis,
 #                                          the machine and the exact commands
+#   docs/benchmarks/PROFILE.svg            latency by percentile per profile,
+#                                          one line per target and operation
 # Everything it started is stopped on exit, also on failure or Ctrl-C.
 #
 # Settings (environment): BENCH_SECONDS (measured time per run, default 10),
@@ -123,6 +125,8 @@ done
     for profile in $profiles; do
         echo "## $profile"
         echo
+        echo "![latency by percentile]($profile.svg)"
+        echo
         "$bin/loadgen" compare "$run/$profile-redis.json" "$run/$profile-node.json" "$run/$profile-cluster.json"
         echo
     done
@@ -132,4 +136,8 @@ done
     printf '%s\n' "${commands[@]}"
     echo '```'
 } >"$out_md"
-echo "benchmark: wrote $out_md (reports in $run)" >&2
+for profile in $profiles; do
+    "$bin/loadgen" plot --out "docs/benchmarks/$profile.svg" \
+        "$run/$profile-redis.json" "$run/$profile-node.json" "$run/$profile-cluster.json"
+done
+echo "benchmark: wrote $out_md and docs/benchmarks/*.svg (reports in $run)" >&2

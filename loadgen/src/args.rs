@@ -70,6 +70,16 @@ pub enum Command {
         #[arg(required = true, num_args = 1..)]
         files: Vec<PathBuf>,
     },
+    /// An SVG chart of latency by percentile (log axes) of JSON reports: one
+    /// line per target and operation, titled with the first report's profile.
+    Plot {
+        /// The SVG file to write.
+        #[arg(long, value_name = "FILE.svg")]
+        out: PathBuf,
+        /// Reports written by `--json`.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// The flags of a run.
@@ -136,6 +146,9 @@ pub struct RunArgs {
     /// Write one HdrHistogram percentile file per operation into DIR.
     #[arg(long, value_name = "DIR")]
     pub hgrm: Option<PathBuf>,
+    /// Write an SVG chart of latency by percentile, one line per operation, to FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Value sizes: one size, or a range drawn uniformly per write.
@@ -237,6 +250,7 @@ pub struct Plan {
 pub struct Outputs {
     pub json: Option<PathBuf>,
     pub hgrm: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
 }
 
 impl Plan {
@@ -374,7 +388,7 @@ impl Plan {
             batch_size,
             timeout_ms,
         };
-        let outputs = Outputs { json: args.json, hgrm: args.hgrm };
+        let outputs = Outputs { json: args.json, hgrm: args.hgrm, plot: args.plot };
         Ok((Plan { target, profile: args.profile, workload }, outputs))
     }
 }
@@ -637,10 +651,25 @@ mod tests {
     }
 
     #[test]
+    fn plot_takes_an_output_and_files() {
+        let cli = Cli::try_parse_from(["loadgen", "plot", "--out", "p.svg", "a.json", "b.json"]).expect("plot");
+        let Some(Command::Plot { out, files }) = cli.command else { panic!("expected plot: {cli:?}") };
+        assert_eq!(out, PathBuf::from("p.svg"));
+        assert_eq!(files, [PathBuf::from("a.json"), PathBuf::from("b.json")]);
+        let err = Cli::try_parse_from(["loadgen", "plot", "a.json"]).expect_err("no --out");
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        let err = Cli::try_parse_from(["loadgen", "plot", "--out", "p.svg"]).expect_err("no files");
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
     fn outputs_are_passed_through() {
-        let run = parse(&["--target", NODE, "--json", "out.json", "--hgrm", "hist"]).expect("valid");
+        let run = parse(&["--target", NODE, "--json", "out.json", "--hgrm", "hist", "--plot", "p.svg"]).expect("valid");
         let (_, outputs) = Plan::resolve(run).expect("valid");
-        assert_eq!(outputs, Outputs { json: Some("out.json".into()), hgrm: Some("hist".into()) });
+        assert_eq!(
+            outputs,
+            Outputs { json: Some("out.json".into()), hgrm: Some("hist".into()), plot: Some("p.svg".into()) }
+        );
     }
 
     #[test]

@@ -99,6 +99,7 @@ mod tests {
                 p9999_us: p99_us,
                 max_us: p99_us,
             },
+            percentiles: vec![],
         }
     }
 

@@ -62,6 +62,15 @@ pub enum LoadgenError {
         #[source]
         source: serde_json::Error,
     },
+    /// A latency plot could not be drawn or written: no samples to plot, or
+    /// the SVG could not be rendered or saved.
+    #[error("{}: cannot plot: {why}", path.display())]
+    Plot {
+        /// The SVG file asked for.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
     /// Histograms of the same operation could not be merged.
     #[error("histogram: {0}")]
     Histogram(String),

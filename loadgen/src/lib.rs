@@ -18,6 +18,7 @@
 //! - [`progress`]: the live bar on a terminal.
 //! - [`report`]: the text table, the JSON report, the `.hgrm` files.
 //! - [`compare`]: a markdown table of several JSON reports.
+//! - [`plot`]: an SVG chart of latency by percentile (`--plot`, `loadgen plot`).
 //! - [`units`]: sizes and durations, parsed and printed.
 //! - [`error`]: the error type, [`LoadgenError`](error::LoadgenError).
 //!
@@ -28,6 +29,7 @@ pub mod compare;
 pub mod driver;
 pub mod error;
 pub mod keys;
+pub mod plot;
 pub mod profile;
 pub mod progress;
 pub mod report;

@@ -1,7 +1,7 @@
-//! The `loadgen` binary: parses the command line, runs the plan or the
-//! comparison, prints the report and writes its files.
+//! The `loadgen` binary: parses the command line, runs the plan, the
+//! comparison or the plot, prints the report and writes its files.
 //!
-//! Exit status: 0 for a run without errors (and for `compare`), 3 for a run
+//! Exit status: 0 for a run without errors (and for `compare` and `plot`), 3 for a run
 //! that completed with errors, 2 for bad arguments, 1 when the run could not
 //! be done. Nothing here panics on bad input: every failure is a
 //! [`LoadgenError`] printed on one line.
@@ -16,7 +16,7 @@ use loadgen::driver::{self, LatencyOrigin, Live};
 use loadgen::progress::Progress;
 use loadgen::report::{write_hgrm_files, Report};
 use loadgen::target::AnyConnector;
-use loadgen::{compare, LoadgenError};
+use loadgen::{compare, plot, LoadgenError};
 
 /// Exit status of a run that completed but recorded errors.
 const EXIT_RUN_HAD_ERRORS: u8 = 3;
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             print!("{table}");
             ExitCode::SUCCESS
         }),
+        Some(Command::Plot { out, files }) => plot::plot_files(&files, &out).map(|()| ExitCode::SUCCESS),
         None => run(cli.run),
     };
     result.unwrap_or_else(|err| {
@@ -69,6 +70,9 @@ fn run(args: loadgen::args::RunArgs) -> Result<ExitCode, LoadgenError> {
     }
     if let Some(dir) = &outputs.hgrm {
         write_hgrm_files(dir, &outcome)?;
+    }
+    if let Some(path) = &outputs.plot {
+        plot::plot_run(&report, path)?;
     }
     Ok(if report.totals.errors > 0 { ExitCode::from(EXIT_RUN_HAD_ERRORS) } else { ExitCode::SUCCESS })
 }

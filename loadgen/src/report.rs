@@ -74,7 +74,9 @@ pub struct Report {
     /// When loadgen began the run (before connecting and any preload), in
     /// ms since the Unix epoch.
     pub started_unix_ms: u64,
-    /// Length of the measured window.
+    /// What throughput is divided by: from the measured window's start to
+    /// the end of its last request (at least the window's length; longer by
+    /// the calls still in flight at its end, or by an open loop's backlog).
     pub measured_ms: u64,
     /// Where latencies start: `intended` in open loop, `actual` in closed loop.
     pub latency_origin: LatencyOrigin,
@@ -381,6 +383,20 @@ mod tests {
         assert_eq!(json["ops"][1]["op"], "write");
         assert_eq!(json["ops"][1]["errors_by_kind"]["UNAVAILABLE"], 1);
         assert_eq!(json["latency_origin"], "intended");
+        // The percentile curve is there, ends at the max, and an older
+        // report without it still reads (as an empty curve).
+        let curve = json["ops"][0]["percentiles"].as_array().expect("percentiles");
+        assert!(curve.len() > 5, "{curve:?}");
+        let last = curve.last().expect("points");
+        assert_eq!(last["percentile"], 100.0);
+        assert_eq!(last["latency_ms"].as_f64(), Some(report.ops[0].latency.max_us as f64 / 1e3));
+        let mut old = json.clone();
+        for op in old["ops"].as_array_mut().expect("ops") {
+            op.as_object_mut().expect("op").remove("percentiles");
+        }
+        let old: Report = serde_json::from_value(old).expect("an old report reads");
+        assert!(old.ops.iter().all(|o| o.percentiles.is_empty()));
+        assert_eq!(old.ops[0].latency, report.ops[0].latency);
         assert!(json["machine"]["cpus"].as_u64().expect("cpus") >= 1);
         assert!(!json["machine"]["kernel"].as_str().expect("kernel").is_empty());
     }

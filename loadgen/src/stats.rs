@@ -233,6 +233,40 @@ pub struct OpSummary {
     /// Megabytes (10^6 bytes) of values per second.
     pub mb_per_s: f64,
     pub latency: Latency,
+    /// The latency curve by percentile, from HdrHistogram's quantile
+    /// iteration (one tick per half distance to 100%): percentiles and
+    /// latencies both non-decreasing, the last point at 100% and the max.
+    /// Empty for reports written before it existed.
+    #[serde(default)]
+    pub percentiles: Vec<PercentilePoint>,
+}
+
+/// One point of an operation's latency curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PercentilePoint {
+    /// In percent: 0 < percentile <= 100.
+    pub percentile: f64,
+    /// The latency at or below which `percentile`% of the calls ended.
+    pub latency_ms: f64,
+}
+
+/// Quantile ticks per half distance to 100% in [`OpSummary::percentiles`]:
+/// one keeps the JSON small (about two points per doubling of the sample
+/// count) and still reaches the tail.
+pub const CURVE_TICKS_PER_HALF_DISTANCE: u32 = 1;
+
+/// The percentile curve of `h` (µs): empty for an empty histogram, else
+/// ending at 100% and `h.max()`.
+pub fn percentile_curve(h: &Histogram<u64>) -> Vec<PercentilePoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_quantiles(CURVE_TICKS_PER_HALF_DISTANCE)
+        .map(|v| PercentilePoint {
+            percentile: v.quantile_iterated_to() * 100.0,
+            latency_ms: v.value_iterated_to() as f64 / 1e3,
+        })
+        .collect()
 }
 
 impl OpSummary {
@@ -253,6 +287,7 @@ impl OpSummary {
             ops_per_s: stats.ok as f64 / seconds,
             mb_per_s: stats.bytes as f64 / seconds / 1e6,
             latency: Latency::of(&stats.histogram),
+            percentiles: percentile_curve(&stats.histogram),
         }
     }
 }
@@ -330,5 +365,25 @@ mod tests {
         assert_eq!((s.count, s.ops_per_s, s.mb_per_s), (100, 50.0, 50.0));
         assert!(s.latency.p50_us >= 50_000 && s.latency.p50_us <= 50_100, "{:?}", s.latency);
         assert!(s.latency.p99_us >= 99_000 && s.latency.max_us >= 100_000, "{:?}", s.latency);
+    }
+
+    #[test]
+    fn the_percentile_curve_is_monotonic_and_ends_at_the_max() {
+        let mut stats = Stats::new(false);
+        for i in 0..10_000u64 {
+            stats.record(OpKind::Read, Duration::from_micros(100 + i * i / 50), Outcome::Ok, 0);
+        }
+        let h = &stats.op(OpKind::Read).expect("reads").histogram;
+        let curve = percentile_curve(h);
+        assert!(curve.len() > 10, "{curve:?}");
+        assert!(
+            curve.windows(2).all(|w| w[0].percentile <= w[1].percentile && w[0].latency_ms <= w[1].latency_ms),
+            "monotonic: {curve:?}"
+        );
+        assert!(curve.iter().any(|p| p.percentile >= 99.9 && p.percentile < 100.0), "reaches the tail: {curve:?}");
+        let last = curve.last().expect("points");
+        assert_eq!(last.percentile, 100.0);
+        assert_eq!(last.latency_ms, h.max() as f64 / 1e3);
+        assert!(percentile_curve(&new_histogram()).is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! The `loadgen` binary as a user meets it: bad arguments exit with status 2
 //! and a one-line reason naming the flag; an unreachable target of each kind
-//! exits with status 1 and names the address; `compare` prints a table.
+//! exits with status 1 and names the address; `compare` prints a table;
+//! `compare` and `plot` name a missing file.
 //!
 //! Unreachable targets are ports that were free a moment ago (bound, then
 //! released): connecting is refused at once, so these runs end in well under
@@ -59,4 +60,15 @@ fn compare_of_a_missing_file_names_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("/nonexistent/a.json"), "{stderr}");
+}
+
+#[test]
+fn plot_of_a_missing_file_names_it() {
+    let dir = std::env::temp_dir().join(format!("loadgen-plot-{}", std::process::id()));
+    let out_svg = dir.join("out.svg");
+    let out = loadgen(&["plot", "--out", out_svg.to_str().expect("utf-8"), "/nonexistent/b.json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/b.json"), "{stderr}");
+    assert!(!out_svg.exists(), "no picture without data");
 }

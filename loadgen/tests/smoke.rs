@@ -190,7 +190,9 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     assert_eq!(report.plan.workload.keys, 1000);
     assert!(report.plan.workload.misses_are_errors);
     assert_eq!(report.preload.map(|p| p.keys), Some(1000));
-    assert_eq!(report.measured_ms, 2_000);
+    // The 2 s window, plus the calls in flight at its end (each under the
+    // 5 s --timeout).
+    assert!((2_000..7_000).contains(&report.measured_ms), "measured_ms {}", report.measured_ms);
     assert_eq!(report.command_line[1..3], ["--target".to_owned(), target.clone()]);
 
     let kinds: Vec<OpKind> = report.ops.iter().map(|o| o.op).collect();
