@@ -11,7 +11,8 @@
 #                                          the machine and the exact commands
 #   docs/benchmarks/PROFILE.svg            latency by percentile per profile,
 #                                          one line per target and operation
-# Everything it started is stopped on exit, also on failure or Ctrl-C.
+# Everything it started is stopped on exit, also on failure or Ctrl-C, and
+# the servers' data is deleted (the reports stay).
 #
 # Settings (environment): BENCH_SECONDS (measured time per run, default 10),
 # BENCH_WARMUP_SECONDS (2), BENCH_CONCURRENCY (50), BENCH_KEYS (20000; the
@@ -64,6 +65,8 @@ stop_all() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # The servers' data (about 13 GB a run): only the reports are kept.
+    rm -rf "$run"/node1 "$run"/node2 "$run"/node3 "$run"/appendonlydir
 }
 trap stop_all EXIT
 
