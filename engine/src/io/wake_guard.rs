@@ -106,8 +106,12 @@ fn nudge_forever() {
     let pid = unsafe { libc::getpid() };
     loop {
         std::thread::sleep(Duration::from_millis(NUDGE_INTERVAL_MS));
-        let threads = registry().lock().unwrap_or_else(|e| e.into_inner());
-        for &tid in threads.values() {
+        // A thread with an engine and its storage holds two guards: one
+        // signal per thread is enough.
+        // (The lock is held while signalling, so no guard is dropped meanwhile.)
+        let registered = registry().lock().unwrap_or_else(|e| e.into_inner());
+        let threads: std::collections::HashSet<libc::pid_t> = registered.values().copied().collect();
+        for &tid in &threads {
             // SAFETY: tgkill only sends a signal; a thread that is gone
             // makes it fail with ESRCH, which is ignored.
             unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, NUDGE_SIGNAL) };
