@@ -19,6 +19,7 @@ mod byte_size;
 mod error;
 mod file;
 mod host_port;
+pub mod security;
 mod validate;
 
 use std::fs::File;
@@ -31,6 +32,7 @@ use serde::Deserialize;
 pub use byte_size::{format_byte_size, parse_byte_size, BYTE_UNITS};
 pub use error::ConfigError;
 pub use host_port::HostPort;
+pub use security::{Role, Secret, SecretSource, SecurityConfig, TlsConfig, TokenEntry, TokenSource};
 
 /// Where the processes look for the configuration unless told otherwise (relative to the working directory).
 pub const CONFIG_PATH_DEFAULT: &str = "config/config.yaml";
@@ -98,6 +100,8 @@ pub struct ClusterConfig {
     pub heartbeat_misses: u32,
     /// What every cache node runs with unless its entry overrides it.
     pub node: NodeDefaults,
+    /// TLS and tokens; all off by default.
+    pub security: SecurityConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -22,5 +22,5 @@ pub mod version;
 
 pub use config::{
     CacheNodeConfig, ClusterConfig, ConfigError, CoordinatorConfig, DiskFullPolicy, Durability, HostPort, NodeDefaults,
-    NodeSettings,
+    NodeSettings, Role, Secret, SecretSource, SecurityConfig, TlsConfig, TokenEntry, TokenSource,
 };

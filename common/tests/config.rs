@@ -13,7 +13,7 @@ use opticache_common::config::{
 };
 use opticache_common::{
     CacheNodeConfig, ClusterConfig, ConfigError, CoordinatorConfig, DiskFullPolicy, Durability, HostPort, NodeDefaults,
-    NodeSettings,
+    NodeSettings, SecurityConfig,
 };
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/config.yaml");
@@ -111,6 +111,7 @@ fn shipped_config_parses_to_the_local_cluster() {
         heartbeat_interval_ms: 200,
         heartbeat_misses: 3,
         node: NodeDefaults { shards: 2, ..default_node() },
+        security: SecurityConfig::default(),
     };
     assert_eq!(config, expected);
 }
@@ -378,7 +379,7 @@ fn unknown_keys_are_named_with_the_expected_ones() {
     assert_eq!(
         error_message(&format!("{THREE_NODES}replication: 2\n")),
         "config/config.yaml: replication: unknown key (expected one of coordinator, cache_nodes, \
-         replication_factor, write_quorum, heartbeat_interval_ms, heartbeat_misses, node)"
+         replication_factor, write_quorum, heartbeat_interval_ms, heartbeat_misses, node, security)"
     );
     assert_eq!(
         error_message(
@@ -828,4 +829,40 @@ fn port_zero_never_clashes_because_the_kernel_picks_a_free_port() {
     );
     assert_eq!(config.cache_nodes[0].address, address("127.0.0.1:0"));
     assert_eq!(config.cache_nodes[0].metrics_address, address("127.0.0.1:0"));
+}
+
+// ---- security ----
+
+#[test]
+fn security_is_off_unless_configured_and_read_when_present() {
+    assert_eq!(parse_ok(THREE_NODES).security, SecurityConfig::default());
+    let text = format!(
+        "{THREE_NODES}security:\n  tls: {{ca_cert: ca.pem, cert: c.pem, key: c.key, mutual: true}}\n  \
+         tokens_file: tokens.yaml\n  cluster_token_file: cluster.token\n"
+    );
+    let security = parse_ok(&text).security;
+    let tls = security.tls.expect("tls");
+    assert_eq!((tls.ca_cert, tls.mutual), (PathBuf::from("ca.pem"), true));
+    assert_eq!(security.tokens, Some(opticache_common::TokenSource::File(PathBuf::from("tokens.yaml"))));
+    assert_eq!(security.cluster_token, Some(opticache_common::SecretSource::File(PathBuf::from("cluster.token"))));
+}
+
+#[test]
+fn security_mistakes_name_the_key_and_never_echo_a_token() {
+    let cases = [
+        ("security:\n  tsl: {}\n", "security.tsl"),
+        ("security:\n  tokens_file: t.yaml\n  tokens: [{name: a, token: abcdefghijklmnopqr, role: read}]\n  cluster_token: cccccccccccccccccccc\n", "security.tokens_file"),
+        ("security:\n  tokens: [{name: a, token: abcdefghijklmnopqr, role: read}]\n", "security.cluster_token"),
+        ("security:\n  tokens: [{name: a, token: abcdefghijklmnopqr, role: root}]\n  cluster_token: cccccccccccccccccccc\n", "root"),
+        ("security:\n  tokens: [{name: a, token: secret-short, role: read}]\n  cluster_token: cccccccccccccccccccc\n", "security.tokens[0].token"),
+        ("security:\n  tokens: [{name: a, token: abcdefghijklmnopqr, role: read}, {name: a, token: abcdefghijklmnopqX, role: read}]\n  cluster_token: cccccccccccccccccccc\n", "security.tokens[1].name"),
+        ("security:\n  tokens: [{name: a, token: abcdefghijklmnopqr, role: read}, {name: b, token: abcdefghijklmnopqr, role: admin}]\n  cluster_token: cccccccccccccccccccc\n", "security.tokens[1].token"),
+        ("security:\n  cluster_token: cccccccccccccccccccc\n  cluster_token_file: c.token\n", "security.cluster_token_file"),
+        ("security:\n  tls: {ca_cert: '', cert: c.pem, key: c.key}\n", "security.tls.ca_cert"),
+    ];
+    for (section, key) in cases {
+        let message = error_message(&format!("{THREE_NODES}{section}"));
+        assert!(message.contains(key), "{section:?}: expected {key:?} in {message:?}");
+        assert!(!message.contains("secret-short"), "a token was echoed: {message}");
+    }
 }

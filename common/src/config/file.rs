@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::host_port::HostPort;
+use super::security::SecurityFile;
 use super::{byte_size, DiskFullPolicy};
 use super::{
     FAILOVER_AFTER_MS_DEFAULT, HEARTBEAT_INTERVAL_MS_DEFAULT, HEARTBEAT_MISSES_DEFAULT, MAX_VALUE_BYTES_DEFAULT,
@@ -36,6 +37,9 @@ pub(super) struct ClusterFile {
     /// means "all defaults" rather than a type error.
     #[serde(default)]
     pub node: Option<NodeFile>,
+    /// Absent: no TLS, no tokens.
+    #[serde(default)]
+    pub security: Option<SecurityFile>,
 }
 
 #[derive(Debug, Deserialize)]

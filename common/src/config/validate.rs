@@ -108,6 +108,9 @@ pub(super) fn validate(file: &Path, raw: ClusterFile) -> Result<ClusterConfig, C
     let node = validate_node(raw.node.unwrap_or_default())
         .map_err(|(field, reason)| invalid(&format!("node.{field}"), reason))?;
 
+    let security = super::security::validate(raw.security.unwrap_or_default())
+        .map_err(|(key, reason)| invalid(&format!("security.{key}"), reason))?;
+
     Ok(ClusterConfig {
         file: file.to_path_buf(),
         coordinator: CoordinatorConfig {
@@ -121,6 +124,7 @@ pub(super) fn validate(file: &Path, raw: ClusterFile) -> Result<ClusterConfig, C
         heartbeat_interval_ms: raw.heartbeat_interval_ms,
         heartbeat_misses: raw.heartbeat_misses,
         node,
+        security,
     })
 }
 
