@@ -8,6 +8,7 @@
 #   make benchmark  loadgen against node-direct, the cluster and Redis in one run
 #                (writes docs/benchmarks/make-benchmark.md; not part of make test)
 #   make install-deps  what the tests and benchmarks need beyond Rust: redis-server
+#   make certs   a development CA and certificate for the local cluster in ./certs (docs/security.md)
 #   make clean   remove build outputs
 
 CARGO ?= cargo
@@ -17,7 +18,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := build
 
-.PHONY: build test bench benchmark install-deps fmt run clean
+.PHONY: build test bench benchmark install-deps fmt run clean certs
 
 build:
 	$(CARGO) build --workspace --release
@@ -65,6 +66,11 @@ install-deps:
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-server >/dev/null; \
 		redis-server --version; \
 	fi
+
+# Development TLS material for the local cluster (127.0.0.1, localhost, ::1):
+# ca.pem, ca.key, cluster.pem, cluster.key. See docs/security.md.
+certs:
+	$(CARGO) run --release --quiet --bin opticache-dev-certs -- --out certs
 
 clean:
 	$(CARGO) clean

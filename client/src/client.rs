@@ -26,11 +26,14 @@ use opticache_proto::v1::{
     BatchReadRequest, BatchWriteRequest, ClusterStatusRequest, DeleteRequest, KeyValue, ReadRequest, UpdateRequest,
     WriteChunk, WriteRequest,
 };
+use opticache_security::tls::uri;
+use opticache_security::{AuthedChannel, BearerToken, ClientTls};
 use prost::Message;
 use tokio::io::AsyncRead;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Endpoint;
 use tonic::{Code, Request, Response, Status};
 
 use crate::config::ClientConfig;
@@ -66,7 +69,7 @@ struct Inner {
 
 struct Coordinator {
     address: String,
-    rpc: OptiCacheClient<Channel>,
+    rpc: OptiCacheClient<AuthedChannel>,
 }
 
 impl fmt::Debug for Client {
@@ -82,7 +85,7 @@ impl fmt::Debug for Client {
 /// What one attempt gets to work with.
 pub(crate) struct Attempt {
     /// The coordinator's gRPC client (a clone: calls need `&mut`).
-    pub rpc: OptiCacheClient<Channel>,
+    pub rpc: OptiCacheClient<AuthedChannel>,
     /// When this attempt must have an answer.
     pub deadline: Instant,
     /// Longest a stream may go without progress.
@@ -116,12 +119,20 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         config.validate()?;
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let tls = match &config.tls_ca_cert {
+            Some(path) => Some(ClientTls::trusting(path).map_err(|e| ClientError::InvalidConfig(e.to_string()))?),
+            None => None,
+        };
+        let token = match &config.token {
+            Some(t) => BearerToken::new(t.expose()).map_err(ClientError::InvalidConfig)?,
+            None => BearerToken::none(),
+        };
         let coordinators = config
             .coordinators
             .iter()
             .map(|address| {
-                let channel = endpoint(address, connect_timeout)?.connect_lazy();
-                let rpc = OptiCacheClient::new(channel)
+                let channel = endpoint(address, connect_timeout, tls.as_ref())?.connect_lazy();
+                let rpc = OptiCacheClient::new(InterceptedService::new(channel, token.clone()))
                     .max_decoding_message_size(MESSAGE_BYTES_MAX)
                     .max_encoding_message_size(MESSAGE_BYTES_MAX);
                 Ok(Coordinator { address: address.clone(), rpc })
@@ -418,13 +429,17 @@ impl Client {
 
 /// The endpoint of one coordinator, tuned for values from 100 bytes to
 /// hundreds of MiB.
-fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint> {
+fn endpoint(address: &str, connect_timeout: Duration, tls: Option<&ClientTls>) -> Result<Endpoint> {
     let bad = |why: String| ClientError::InvalidConfig(format!("coordinator address {address:?}: {why}"));
-    let uri = if address.starts_with("http://") { address.to_owned() } else { format!("http://{address}") };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| bad(format!("not host:port ({e})")))?;
+    let endpoint =
+        Endpoint::from_shared(uri(address, tls.is_some())).map_err(|e| bad(format!("not host:port ({e})")))?;
     if endpoint.uri().port_u16().is_none() {
         return Err(bad("no port (expected host:port)".into()));
     }
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls.config()).map_err(|e| bad(format!("TLS: {e}")))?,
+        None => endpoint,
+    };
     Ok(endpoint
         // Small requests (a 100-byte embedding row) must not wait for Nagle.
         .tcp_nodelay(true)
@@ -501,7 +516,14 @@ mod tests {
     }
 
     fn config(coordinators: Vec<String>, retries: u32) -> ClientConfig {
-        ClientConfig { coordinators, timeout_ms: 1_000, retries, connect_timeout_ms: 500, deadline_ms: None }
+        ClientConfig {
+            coordinators,
+            timeout_ms: 1_000,
+            retries,
+            connect_timeout_ms: 500,
+            deadline_ms: None,
+            ..Default::default()
+        }
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //! least one attempt, and non-zero timeouts, so the retry loop always makes
 //! at least one attempt and every attempt ends.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use opticache_security::Secret;
 
 use crate::error::{ClientError, Result};
 use crate::retry;
@@ -48,6 +51,10 @@ pub struct ClientConfig {
     /// ([`retry::RetryPolicy::natural_deadline`]); set it lower to bound the
     /// wait. Streams are bounded by their progress instead once data flows.
     pub deadline_ms: Option<u64>,
+    /// Sent as `authorization: Bearer <token>` on every call when the cluster has tokens on.
+    pub token: Option<Secret>,
+    /// TLS: trust only the CA in this PEM file (`security.tls.ca_cert` of the cluster). `None`: plaintext.
+    pub tls_ca_cert: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +65,8 @@ impl Default for ClientConfig {
             retries: DEFAULT_RETRIES,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             deadline_ms: None,
+            token: None,
+            tls_ca_cert: None,
         }
     }
 }

@@ -41,6 +41,10 @@ pub enum ClientError {
     /// UNAUTHENTICATED: missing or wrong auth token.
     #[error("unauthenticated")]
     Unauthenticated,
+    /// PERMISSION_DENIED: the token's role may not make this call (a read
+    /// token writing, a write token asking for ClusterStatus).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// DEADLINE_EXCEEDED, reported by the coordinator or by our own
     /// per-attempt or overall deadline.
     #[error("deadline exceeded")]
@@ -82,6 +86,7 @@ pub fn map_status(status: &Status) -> ClientError {
         Code::FailedPrecondition => ClientError::VersionConflict { message },
         Code::Unavailable => ClientError::Unavailable(message),
         Code::Unauthenticated => ClientError::Unauthenticated,
+        Code::PermissionDenied => ClientError::PermissionDenied(message),
         Code::DeadlineExceeded => ClientError::DeadlineExceeded,
         code => ClientError::Other { code, message },
     }
@@ -132,6 +137,12 @@ mod tests {
     }
 
     #[test]
+    fn permission_denied_keeps_its_message() {
+        let err = mapped(Code::PermissionDenied);
+        assert!(matches!(&err, ClientError::PermissionDenied(m) if m == "why"), "{err:?}");
+    }
+
+    #[test]
     fn deadline_exceeded_is_deadline_exceeded() {
         assert!(matches!(mapped(Code::DeadlineExceeded), ClientError::DeadlineExceeded));
     }
@@ -143,7 +154,6 @@ mod tests {
             Code::Cancelled,
             Code::Unknown,
             Code::AlreadyExists,
-            Code::PermissionDenied,
             Code::Aborted,
             Code::OutOfRange,
             Code::Unimplemented,

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use opticache_proto::node::v1::node_client::NodeClient;
-use tonic::transport::{Channel, Endpoint};
+use opticache_security::{AuthedChannel, ClusterLink};
 
 use crate::health::{NodeHealth, NodeState, Probe};
 use crate::placement::{key_hash, replicas, PlacementNode};
@@ -37,7 +37,7 @@ pub struct NodeFigures {
 #[derive(Debug)]
 pub struct Member {
     pub address: String,
-    pub client: NodeClient<Channel>,
+    pub client: NodeClient<AuthedChannel>,
     health: Mutex<(NodeHealth, NodeFigures)>,
     /// Bumped by every write that missed this node: a catch-up pass counts
     /// only if none happened while it ran.
@@ -89,22 +89,25 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds the cluster from node addresses; connections are made lazily,
-    /// so a node that is down at start does not stop the coordinator.
+    /// so a node that is down at start does not stop the coordinator. Calls
+    /// carry `link`'s credentials (TLS, the cluster token) when configured.
     pub fn new(
         addresses: &[String],
         replication_factor: usize,
         write_quorum: usize,
         heartbeat_misses: u32,
+        link: &ClusterLink,
     ) -> Result<Self, String> {
         let mut members = Vec::with_capacity(addresses.len());
         for address in addresses {
-            let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            let endpoint = link
+                .endpoint(address)
                 .map_err(|e| format!("node address {address}: {e}"))?
                 .tcp_nodelay(true)
                 .connect_timeout(CONNECT_TIMEOUT)
                 .initial_stream_window_size(STREAM_WINDOW_BYTES)
                 .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
-            let client = NodeClient::new(endpoint.connect_lazy())
+            let client = NodeClient::new(link.authed(endpoint.connect_lazy()))
                 .max_decoding_message_size(NODE_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(NODE_MESSAGE_BYTES_MAX);
             members.push(Member {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use opticache_common::version::unix_ms;
 use opticache_proto::coordinator::v1 as peer;
+use opticache_security::ClusterLink;
 use peer::peer_client::PeerClient;
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
@@ -88,12 +88,13 @@ pub async fn run(
     cluster: Arc<Cluster>,
     address: String,
     peer_address: Option<String>,
+    link: ClusterLink,
     mut stop: watch::Receiver<bool>,
 ) {
     let client = peer_address.as_ref().and_then(|a| {
-        Endpoint::from_shared(format!("http://{a}"))
-            .ok()
-            .map(|e| PeerClient::new(e.connect_timeout(PEER_INTERVAL * 2).timeout(PEER_INTERVAL * 2).connect_lazy()))
+        link.endpoint(a).ok().map(|e| {
+            PeerClient::new(link.authed(e.connect_timeout(PEER_INTERVAL * 2).timeout(PEER_INTERVAL * 2).connect_lazy()))
+        })
     });
     let mut ticker = tokio::time::interval(PEER_INTERVAL);
     loop {

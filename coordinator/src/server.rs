@@ -14,6 +14,7 @@ use opticache_common::version::{VersionClock, ORIGIN_PRIMARY_COORDINATOR, ORIGIN
 use opticache_common::{ClusterConfig, HostPort};
 use opticache_proto::coordinator::v1::peer_server::PeerServer;
 use opticache_proto::v1::opti_cache_server::OptiCacheServer;
+use opticache_security::{ClusterLink, Guard, GuardLayer, SecurityError, ServerTls, TokenTable};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::body::Body;
@@ -42,6 +43,8 @@ pub enum CoordStartError {
     Cluster(String),
     #[error("gRPC server: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 /// Where a coordinator serves metrics unless told: its port + this.
@@ -75,6 +78,12 @@ pub async fn run_until(
         return Err(CoordStartError::NotACoordinator { file: config.file.display().to_string(), address });
     }
     let peer_address = if configured_primary { secondary.clone() } else { Some(primary.clone()) };
+    // Credentials are read before anything binds: a bad certificate or token file stops the start.
+    let tls = config.security.tls.as_ref().map(ServerTls::load).transpose()?;
+    let guard = Guard {
+        tokens: TokenTable::load(&config.security)?,
+        cluster_needs_client_cert: tls.as_ref().is_some_and(|t| t.mutual),
+    };
     let listener = TcpListener::bind(&address).await.map_err(|e| CoordStartError::Bind {
         address: address.clone(),
         reason: if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -98,9 +107,16 @@ pub async fn run_until(
         .map_err(|e| CoordStartError::Bind { address: metrics_address.clone(), reason: e.to_string() })?;
 
     let nodes: Vec<String> = config.cache_nodes.iter().map(|n| n.address.to_string()).collect();
+    let link = ClusterLink::load(&config.security)?;
     let cluster = Arc::new(
-        Cluster::new(&nodes, config.replication_factor as usize, config.write_quorum as usize, config.heartbeat_misses)
-            .map_err(CoordStartError::Cluster)?,
+        Cluster::new(
+            &nodes,
+            config.replication_factor as usize,
+            config.write_quorum as usize,
+            config.heartbeat_misses,
+            &link,
+        )
+        .map_err(CoordStartError::Cluster)?,
     );
     let origin = if configured_primary { ORIGIN_PRIMARY_COORDINATOR } else { ORIGIN_SECONDARY_COORDINATOR };
     let clock = Arc::new(VersionClock::new(origin));
@@ -119,6 +135,9 @@ pub async fn run_until(
         metrics: metrics.clone(),
     };
     tracing::info!(address = %local, metrics = %metrics_local, primary = %primary, nodes = ?nodes, "starting");
+    if let Ok(address) = address.parse() {
+        opticache_security::warn_if_exposed(&address, &config.security, "coordinator");
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
@@ -147,10 +166,17 @@ pub async fn run_until(
         conn
     });
     let (drained_tx, drained) = watch::channel(false);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.config.clone())
+            .map_err(|e| CoordStartError::Serve(format!("TLS set-up (security.tls): {e}")))?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .initial_stream_window_size(8 << 20)
             .initial_connection_window_size(32 << 20)
+            .layer(GuardLayer::new(Some(guard)))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(peer_service)
@@ -162,8 +188,14 @@ pub async fn run_until(
     let (first_round_tx, mut first_round) = watch::channel(false);
     let heartbeats =
         tokio::spawn(crate::heartbeat::run(cluster.clone(), failover.clone(), interval, first_round_tx, stop.clone()));
-    let peers =
-        tokio::spawn(crate::peer::run(failover.clone(), cluster.clone(), address.clone(), peer_address, stop.clone()));
+    let peers = tokio::spawn(crate::peer::run(
+        failover.clone(),
+        cluster.clone(),
+        address.clone(),
+        peer_address,
+        link,
+        stop.clone(),
+    ));
     let metrics_server = tokio::spawn(crate::metrics::serve(
         metrics,
         failover.clone(),

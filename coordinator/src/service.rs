@@ -68,7 +68,7 @@ type NodeResult<T> = Result<T, Status>;
 async fn on_node<T, F>(
     cluster: &Cluster,
     i: usize,
-    f: impl FnOnce(node::node_client::NodeClient<tonic::transport::Channel>) -> F,
+    f: impl FnOnce(node::node_client::NodeClient<opticache_security::AuthedChannel>) -> F,
 ) -> NodeResult<T>
 where
     F: std::future::Future<Output = Result<Response<T>, Status>>,

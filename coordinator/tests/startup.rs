@@ -142,3 +142,45 @@ async fn sigterm_exits_0_and_a_second_signal_during_the_drain_exits_130() {
     assert_eq!(status.code(), Some(130), "second signal: {status}; log:\n{}", p.log());
     drop(tx);
 }
+
+#[tokio::test]
+async fn unusable_security_files_and_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(2);
+    let (a, b) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+    let missing = dir.path().join("missing-cert.pem").display().to_string();
+    let tls = format!("security:\n  tls: {{ca_cert: '{missing}', cert: '{missing}', key: '{missing}'}}\n");
+    let file = config(dir.path(), &a, &b, &tls);
+    let p = coordinator(dir.path(), &["--config", &file, "--address", &a, "--metrics-address", "127.0.0.1:0"]);
+    refused(p, 1, &["security.tls.cert", &missing]).await;
+
+    let tokens = "security:\n  tokens:\n    - {name: app, token: abcdefghijklmnopqrst, role: write}\n";
+    let file = config(dir.path(), &a, &b, tokens);
+    let p = coordinator(dir.path(), &["--config", &file, "--address", &a, "--metrics-address", "127.0.0.1:0"]);
+    refused(p, 1, &["security.cluster_token", "required with client tokens"]).await;
+
+    let short = "security:\n  cluster_token: tooshort\n";
+    let file = config(dir.path(), &a, &b, short);
+    let mut p = coordinator(dir.path(), &["--config", &file, "--address", &a, "--metrics-address", "127.0.0.1:0"]);
+    let status = p.wait_exit().await;
+    let log = p.log();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(log.contains("security.cluster_token") && log.contains("at least 16"), "log:\n{log}");
+    assert!(!log.contains("tooshort"), "a refusal must not print the token; log:\n{log}");
+}
+
+#[tokio::test]
+async fn a_coordinator_on_a_non_loopback_address_without_tls_or_tokens_warns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(2);
+    let (a, b) = (format!("0.0.0.0:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+    let config = config(dir.path(), &a, &b, "");
+    let mut p = coordinator(dir.path(), &["--config", &config, "--address", &a, "--metrics-address", "127.0.0.1:0"]);
+    let started = Instant::now();
+    while !p.log().contains("non-loopback address without TLS") {
+        assert!(started.elapsed() < DEADLINE, "no warning; log:\n{}", p.log());
+        assert!(p.try_exit().is_none(), "the coordinator exited; log:\n{}", p.log());
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    p.terminate().await;
+}

@@ -43,7 +43,7 @@ fn node_sources_mtime() -> SystemTime {
         }
     }
     let mut newest = SystemTime::UNIX_EPOCH;
-    for crate_dir in ["node", "engine", "common", "proto"] {
+    for crate_dir in ["node", "engine", "common", "proto", "security"] {
         for part in ["src", "Cargo.toml", "build.rs", "opticache"] {
             walk(&workspace_root().join(crate_dir).join(part), &mut newest);
         }

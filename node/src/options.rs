@@ -38,7 +38,9 @@ pub enum OptionsError {
 pub fn load(config_path: &Path, overrides: &Overrides) -> Result<NodeOptions, OptionsError> {
     let config = ClusterConfig::load(config_path)?;
     let settings = config.node_settings(overrides.address.as_deref(), overrides.disk_path.as_deref())?;
-    resolve(&config.file, settings, overrides)
+    let mut options = resolve(&config.file, settings, overrides)?;
+    options.security = config.security;
+    Ok(options)
 }
 
 /// Turns config settings plus overrides into options the node runs with.
@@ -74,5 +76,6 @@ pub fn resolve(file: &Path, settings: NodeSettings, overrides: &Overrides) -> Re
         shards,
         pin_shards: true,
         engine,
+        security: Default::default(),
     })
 }

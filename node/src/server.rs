@@ -23,10 +23,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use opticache_common::process::{wait_true, watch_signals};
+use opticache_common::SecurityConfig;
 use opticache_engine::config::EngineConfig;
 use opticache_engine::io::dma::check_memlock;
 use opticache_proto::node::v1::node_server::NodeServer;
 use opticache_proto::node::v1::ServingState;
+use opticache_security::{Guard, GuardLayer, SecurityError, ServerTls, TokenTable};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::body::Body;
@@ -64,6 +66,8 @@ pub struct NodeOptions {
     /// Pin shard i to CPU i (mod the CPU count).
     pub pin_shards: bool,
     pub engine: EngineConfig,
+    /// TLS and the cluster token; default: off.
+    pub security: SecurityConfig,
 }
 
 /// Why a node could not start or stop cleanly.
@@ -82,6 +86,8 @@ pub enum NodeStartError {
     ShardVanished(u32),
     #[error("gRPC server: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("closing shard {shard}: {reason}")]
     Close { shard: u32, reason: String },
 }
@@ -96,6 +102,11 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeStartError> {
 /// Like [`run`], stopping when `stop` turns true (tests and benches drive it).
 pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) -> Result<(), NodeStartError> {
     check_memlock().map_err(|e| NodeStartError::Memlock(e.to_string()))?;
+    let tls = options.security.tls.as_ref().map(ServerTls::load).transpose()?;
+    let guard = Guard {
+        tokens: TokenTable::load(&options.security)?,
+        cluster_needs_client_cert: tls.as_ref().is_some_and(|t| t.mutual),
+    };
     let data_dir = DataDir::open(&options.disk_path, options.shards)?;
     let listener = bind(&options.address, "node API").await?;
     let metrics_listener = bind(&options.metrics_address, "metrics").await?;
@@ -112,6 +123,9 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
         node_id = %data_dir.node_id,
         "starting; shards recovering"
     );
+    if let Ok(address) = options.address.parse() {
+        opticache_security::warn_if_exposed(&address, &options.security, "node");
+    }
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut started = Vec::new();
@@ -156,9 +170,16 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
         }
         conn
     });
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.config.clone())
+            .map_err(|e| NodeStartError::Serve(format!("TLS set-up (security.tls): {e}")))?;
+    }
+    let server = builder
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .layer(GuardLayer::new(Some(guard)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(node_service)

@@ -41,6 +41,14 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 
+    /// Bearer token for a cluster with tokens on (prefer the environment variable: a flag shows in `ps`).
+    #[arg(long, global = true, env = "OPTICACHE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Connect with TLS, trusting only the CA in this PEM file (the cluster's security.tls.ca_cert).
+    #[arg(long, global = true, env = "OPTICACHE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

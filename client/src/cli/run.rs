@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use opticache_client::config::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_RETRIES};
 use opticache_client::{Client, ClientConfig, ClientError, ReadStream};
+use opticache_security::Secret;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::args::{Cli, Command};
@@ -81,6 +82,8 @@ fn client_config(cli: &Cli) -> ClientConfig {
         retries: DEFAULT_RETRIES,
         connect_timeout_ms: connect_timeout_ms(cli.timeout_ms),
         deadline_ms: None,
+        token: cli.token.clone().map(Secret::new),
+        tls_ca_cert: cli.ca_cert.clone(),
     }
 }
 
@@ -209,7 +212,9 @@ mod tests {
                 timeout_ms: 400,
                 retries: DEFAULT_RETRIES,
                 connect_timeout_ms: 200,
-                deadline_ms: None
+                deadline_ms: None,
+                token: None,
+                tls_ca_cert: None,
             }
         );
     }

@@ -36,7 +36,7 @@ use opticache_coordinator::placement::{self, PlacementNode};
 use opticache_proto::node::v1::node_client::NodeClient;
 use opticache_proto::v1 as pb;
 use pb::opti_cache_client::OptiCacheClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -69,12 +69,33 @@ pub struct Settings {
     /// The nodes' engine settings: small segments and caches for tests,
     /// the production defaults for benchmarks.
     pub production_nodes: bool,
+    /// TLS on every link (certificates from a fresh development CA) and the
+    /// tokens below; `mutual` adds client certificates between the processes.
+    pub secured: Option<Secured>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Secured {
+    pub mutual: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_value_bytes: 64 * MIB, production_nodes: false }
+        Settings { max_value_bytes: 64 * MIB, production_nodes: false, secured: None }
     }
+}
+
+/// The tokens of a secured test cluster, one per role, and the cluster's own.
+pub const READ_TOKEN: &str = "test-read-token-0001";
+pub const WRITE_TOKEN: &str = "test-write-token-0002";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0003";
+pub const CLUSTER_TOKEN: &str = "test-cluster-token-0004";
+
+/// `request` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ASCII token"));
+    request
 }
 
 /// The workspace's root directory (the coordinator crate's parent).
@@ -99,7 +120,7 @@ fn node_sources_mtime() -> SystemTime {
     }
     let root = workspace_root();
     let mut newest = SystemTime::UNIX_EPOCH;
-    for crate_dir in ["node", "engine", "common", "proto"] {
+    for crate_dir in ["node", "engine", "common", "proto", "security"] {
         for part in ["src", "Cargo.toml", "build.rs", "opticache"] {
             walk(&root.join(crate_dir).join(part), &mut newest);
         }
@@ -325,13 +346,20 @@ pub struct Cluster {
     /// Lazily connected channels: they reconnect by themselves after a restart.
     node_channels: Vec<Channel>,
     coordinator_channels: Vec<Channel>,
+    /// What the test's channels trust (and present, with mutual TLS) when secured.
+    pub client_tls: Option<ClientTlsConfig>,
     /// Last field: removed after the processes are gone.
     dir: tempfile::TempDir,
 }
 
-fn lazy_channel(address: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{address}"))
-        .expect("a valid URI")
+/// A channel to `address`, with TLS when `tls` is given.
+pub fn lazy_channel(address: &str, tls: Option<&ClientTlsConfig>) -> Channel {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}")).expect("a valid URI");
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone()).expect("TLS configuration");
+    }
+    endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         .timeout(CALL_TIMEOUT)
@@ -360,8 +388,13 @@ impl Cluster {
         let coordinator_addresses: Vec<String> = ports[NODES..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let node_dirs: Vec<PathBuf> = (0..NODES).map(|i| dir.path().join(format!("node{i}"))).collect();
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, config_yaml(&settings, &node_addresses, &node_dirs, &coordinator_addresses))
-            .expect("write the config file");
+        let mut config_text = config_yaml(&settings, &node_addresses, &node_dirs, &coordinator_addresses);
+        let client_tls = settings.secured.map(|secured| {
+            let (section, tls) = secure(dir.path(), secured);
+            config_text.push_str(&section);
+            tls
+        });
+        std::fs::write(&config, config_text).expect("write the config file");
 
         let config_arg = config.display().to_string();
         let nodes: Vec<Proc> = node_addresses
@@ -400,8 +433,9 @@ impl Cluster {
         let mut cluster = Cluster {
             settings,
             config,
-            node_channels: node_addresses.iter().map(|a| lazy_channel(a)).collect(),
-            coordinator_channels: coordinator_addresses.iter().map(|a| lazy_channel(a)).collect(),
+            node_channels: node_addresses.iter().map(|a| lazy_channel(a, client_tls.as_ref())).collect(),
+            coordinator_channels: coordinator_addresses.iter().map(|a| lazy_channel(a, client_tls.as_ref())).collect(),
+            client_tls,
             node_addresses,
             node_dirs,
             coordinator_addresses,
@@ -442,9 +476,13 @@ impl Cluster {
             .max_encoding_message_size(CLIENT_MESSAGE_LIMIT)
     }
 
-    /// Coordinator `c`'s ClusterStatus.
+    /// Coordinator `c`'s ClusterStatus (as admin when the cluster is secured).
     pub async fn status(&self, c: usize) -> Result<pb::ClusterStatusResponse, tonic::Status> {
-        self.client(c).cluster_status(pb::ClusterStatusRequest {}).await.map(tonic::Response::into_inner)
+        let request = match self.settings.secured {
+            Some(_) => with_token(pb::ClusterStatusRequest {}, ADMIN_TOKEN),
+            None => tonic::Request::new(pb::ClusterStatusRequest {}),
+        };
+        self.client(c).cluster_status(request).await.map(tonic::Response::into_inner)
     }
 
     /// Coordinator `c`'s health (service "", the whole server).
@@ -579,6 +617,31 @@ pub fn config_yaml(settings: &Settings, nodes: &[String], dirs: &[PathBuf], coor
         text.push_str("  segment_bytes: 8MiB\n  shard_memory_budget_bytes: 16MiB\n");
     }
     text
+}
+
+/// Writes a development CA and the cluster's certificate into `dir/certs`;
+/// returns the config's `security:` section and what the test's clients use.
+fn secure(dir: &Path, secured: Secured) -> (String, ClientTlsConfig) {
+    use opticache_security::dev_certs::{DevCerts, CA_CERT_FILE, CERT_FILE, KEY_FILE};
+    let certs_dir = dir.join("certs");
+    let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let certs = DevCerts::generate("test CA", &hosts).expect("generate certificates");
+    certs.write(&certs_dir).expect("write certificates");
+    let section = format!(
+        "security:\n  tls:\n    ca_cert: '{}'\n    cert: '{}'\n    key: '{}'\n    mutual: {}\n  tokens:\n\
+         \x20   - {{name: reader, token: {READ_TOKEN}, role: read}}\n\
+         \x20   - {{name: writer, token: {WRITE_TOKEN}, role: write}}\n\
+         \x20   - {{name: ops, token: {ADMIN_TOKEN}, role: admin}}\n  cluster_token: {CLUSTER_TOKEN}\n",
+        certs_dir.join(CA_CERT_FILE).display(),
+        certs_dir.join(CERT_FILE).display(),
+        certs_dir.join(KEY_FILE).display(),
+        secured.mutual
+    );
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&certs.ca_cert_pem));
+    if secured.mutual {
+        tls = tls.identity(Identity::from_pem(&certs.cert_pem, &certs.key_pem));
+    }
+    (section, tls)
 }
 
 /// The code of a call that must fail, or a failure naming `what`.

@@ -49,6 +49,7 @@ impl OptiCacheConnector {
             retries: attempts,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             deadline_ms: Some(PROBE_DEADLINE_MS),
+            ..ClientConfig::default()
         };
         let client = Client::connect(probe).await.map_err(|e| unreachable(e.to_string()))?;
         client.cluster_status().await.map_err(|e| unreachable(format!("ClusterStatus failed: {e}")))?;
@@ -139,6 +140,7 @@ fn client_error(error: ClientError) -> OpError {
         ClientError::VersionConflict { .. } => "FAILED_PRECONDITION",
         ClientError::Unavailable(_) => "UNAVAILABLE",
         ClientError::Unauthenticated => "UNAUTHENTICATED",
+        ClientError::PermissionDenied(_) => "PERMISSION_DENIED",
         ClientError::DeadlineExceeded => "DEADLINE_EXCEEDED",
         ClientError::Other { code, .. } => code_name(*code),
         ClientError::InvalidConfig(_) => "client-config",
