@@ -1,7 +1,8 @@
 # OptiCache developer entry points (GNU make).
 #
 #   make build   release build of the whole workspace
-#   make test    the full gate CI runs: format, lints, tests, benches once, fuzz smoke
+#   make test    the full gate CI runs: format, lints, tests, benches once, Python client tests, fuzz smoke
+#   make test-python  only the Python client's tests (clients/python)
 #   make bench   criterion benchmarks (figures go to docs/benchmarks.md)
 #   make fmt     reformat every crate
 #   make run     the local cluster of config/config.yaml in the foreground (Ctrl-C stops it)
@@ -18,7 +19,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := build
 
-.PHONY: build test bench benchmark install-deps fmt run clean certs
+.PHONY: build test test-python bench benchmark install-deps fmt run clean certs
 
 build:
 	$(CARGO) build --workspace --release
@@ -33,7 +34,14 @@ test:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
 	$(CARGO) test --workspace --bench '*'
+	$(MAKE) --no-print-directory test-python
 	bash engine/fuzz/smoke.sh
+
+# The Python client's pytest suite against real local clusters of the debug
+# binaries; installs the package into a virtualenv under target/python-venv.
+test-python:
+	$(CARGO) build --bin opticache-node --bin opticache-coordinator --bin opticache-dev-certs
+	bash clients/python/run-tests.sh -q
 
 bench:
 	$(CARGO) bench --workspace
