@@ -216,6 +216,7 @@ pub async fn run_until(
     }
     tracing::info!("stopping: draining in-flight calls");
     health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_not_serving::<OptiCacheServer<CoordinatorService>>().await;
     let _ = drained_tx.send(true);
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => {}
