@@ -28,6 +28,8 @@ pub struct NodeCore {
     pub max_value_bytes: u64,
     pub clock: VersionClock,
     pub metrics: Metrics,
+    /// Keys whose newer write was refused for space: not served.
+    pub refused: crate::refused::RefusedKeys,
     state: AtomicU8,
     /// The highest coordinator epoch seen in a heartbeat.
     epoch: AtomicU64,
@@ -43,6 +45,7 @@ impl NodeCore {
             max_value_bytes,
             clock: VersionClock::new(ORIGIN_NODE),
             metrics,
+            refused: crate::refused::RefusedKeys::default(),
             state: AtomicU8::new(ServingState::Recovering as u8),
             epoch: AtomicU64::new(0),
             started: Instant::now(),

@@ -45,6 +45,10 @@ pub enum NodeError {
     Stream(#[from] StreamError),
     #[error("{0}")]
     BadRequest(String),
+    /// A read of a key whose newer write this node refused (its disk budget
+    /// was reached): another replica holds the current value.
+    #[error("{0}; read another replica")]
+    RefusedNewer(&'static str),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -102,7 +106,7 @@ impl From<NodeError> for Status {
             NodeError::ValueTooLarge { .. } | NodeError::BatchTooLong { .. } | NodeError::BatchTooLarge { .. } => {
                 Code::ResourceExhausted
             }
-            NodeError::NotServing(_) | NodeError::ShardStopped(_) => Code::Unavailable,
+            NodeError::NotServing(_) | NodeError::ShardStopped(_) | NodeError::RefusedNewer(_) => Code::Unavailable,
             NodeError::UpdateNotFound | NodeError::StreamNotFound => Code::NotFound,
             NodeError::VersionMismatch { .. } | NodeError::StaleEpoch { .. } => Code::FailedPrecondition,
             NodeError::StaleUpdate { .. } => Code::Aborted,

@@ -11,6 +11,7 @@
 //! - [`core`]: state shared by the front's tasks, routing and the hop;
 //! - [`router`]: key hash → shard;
 //! - [`shard`]: the executor thread owning one engine, and its request queue;
+//! - [`refused`]: keys whose newer write was refused for space, never served stale;
 //! - [`datadir`]: the data dir's lock, identity and shard count;
 //! - [`metrics`]: Prometheus metrics over HTTP;
 //! - [`options`]: the node's settings from `config/config.yaml` and flags.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod options;
+pub mod refused;
 pub mod router;
 pub mod server;
 pub mod service;

@@ -26,6 +26,7 @@ use crate::core::NodeCore;
 use crate::error::{NodeError, StreamError};
 use crate::keys;
 use crate::metrics::Rpc;
+use crate::refused::is_out_of_space;
 use crate::shard::{PutEntry, ShardRequest, StreamAborted, STREAM_CHUNKS_IN_FLIGHT_MAX};
 
 /// Entries one batch call takes at most.
@@ -58,6 +59,24 @@ impl NodeService {
         result.map(Response::new)
     }
 
+    /// Keeps [`RefusedKeys`](crate::refused::RefusedKeys) up to date with a
+    /// write of `key` at `version`: a refusal for space holds the key, a
+    /// stored version releases older refusals.
+    fn track_put(
+        &self,
+        key: &Bytes,
+        version: u64,
+        result: Result<PutOutcome, NodeError>,
+    ) -> Result<PutOutcome, NodeError> {
+        match &result {
+            Ok(PutOutcome::Applied { .. }) => self.core.refused.stored(key, version),
+            Ok(PutOutcome::Stale { stored_version }) => self.core.refused.stored(key, *stored_version),
+            Err(e) if is_out_of_space(e) => self.core.refused.refused(key, version),
+            Err(_) => {}
+        }
+        result
+    }
+
     fn check_value(&self, len: usize) -> Result<(), NodeError> {
         if len as u64 > self.core.max_value_bytes {
             return Err(NodeError::ValueTooLarge { len: len as u64, max: self.core.max_value_bytes });
@@ -72,14 +91,16 @@ impl NodeService {
         self.check_value(req.value.len())?;
         let version = self.core.version_or_stamp(req.version);
         let shard = self.core.shard_for(&key);
-        let entry = PutEntry { key, value: req.value, version, expiry_ms: req.expiry_unix_ms };
-        let outcome = self.core.call(shard, |reply| ShardRequest::Put { entry, reply }).await??;
+        let entry = PutEntry { key: key.clone(), value: req.value, version, expiry_ms: req.expiry_unix_ms };
+        let result = self.core.call(shard, |reply| ShardRequest::Put { entry, reply }).await?.map_err(NodeError::from);
+        let outcome = self.track_put(&key, version, result)?;
         Ok(put_response(outcome, version))
     }
 
     async fn get(&self, req: pb::GetRequest) -> Result<pb::GetResponse, NodeError> {
         self.core.check_serving()?;
         let key = keys::encode(&req.namespace, &req.key)?;
+        self.core.refused.check(&key)?;
         let shard = self.core.shard_for(&key);
         let found = self.core.call(shard, |reply| ShardRequest::Get { key, reply }).await??;
         Ok(get_response(found))
@@ -91,12 +112,24 @@ impl NodeService {
         self.core.check_epoch(req.epoch)?;
         self.check_value(req.value.len())?;
         let version = self.core.version_or_stamp(req.version);
+        // Compare-and-set against a copy this node knows to be old would decide wrongly.
+        self.core.refused.check(&key)?;
         let shard = self.core.shard_for(&key);
-        let entry = PutEntry { key, value: req.value, version, expiry_ms: req.expiry_unix_ms };
+        let entry = PutEntry { key: key.clone(), value: req.value, version, expiry_ms: req.expiry_unix_ms };
         let expected_version = req.expected_version;
-        let outcome = self.core.call(shard, |reply| ShardRequest::Update { entry, expected_version, reply }).await??;
+        let result = self.core.call(shard, |reply| ShardRequest::Update { entry, expected_version, reply }).await?;
+        let outcome = match result.map_err(NodeError::from) {
+            Err(e) if is_out_of_space(&e) => {
+                self.core.refused.refused(&key, version);
+                return Err(e);
+            }
+            other => other?,
+        };
         match outcome {
-            UpdateOutcome::Updated { previous_version } => Ok(pb::UpdateResponse { version, previous_version }),
+            UpdateOutcome::Updated { previous_version } => {
+                self.core.refused.stored(&key, version);
+                Ok(pb::UpdateResponse { version, previous_version })
+            }
             UpdateOutcome::NotFound => Err(NodeError::UpdateNotFound),
             UpdateOutcome::VersionMismatch { stored_version } => {
                 Err(NodeError::VersionMismatch { expected: expected_version, stored: stored_version })
@@ -111,7 +144,18 @@ impl NodeService {
         self.core.check_epoch(req.epoch)?;
         let version = self.core.version_or_stamp(req.version);
         let shard = self.core.shard_for(&key);
-        let outcome = self.core.call(shard, |reply| ShardRequest::Delete { key, version, reply }).await??;
+        let result = self.core.call(shard, |reply| ShardRequest::Delete { key: key.clone(), version, reply }).await?;
+        let outcome = match result.map_err(NodeError::from) {
+            Err(e) if is_out_of_space(&e) => {
+                self.core.refused.refused(&key, version);
+                return Err(e);
+            }
+            other => other?,
+        };
+        match outcome {
+            DeleteOutcome::Deleted { .. } | DeleteOutcome::Absent => self.core.refused.stored(&key, version),
+            DeleteOutcome::Stale { stored_version } => self.core.refused.stored(&key, stored_version),
+        }
         Ok(match outcome {
             DeleteOutcome::Deleted { .. } => pb::DeleteResponse { deleted: true, applied: true, version },
             DeleteOutcome::Absent => pb::DeleteResponse { deleted: false, applied: true, version },
@@ -150,19 +194,34 @@ impl NodeService {
             let core = &self.core;
             async move {
                 let (positions, entries): (Vec<usize>, Vec<PutEntry>) = routed.into_iter().unzip();
-                let versions: Vec<u64> = entries.iter().map(|e| e.version).collect();
-                let outcomes =
-                    core.call(&core.shards[shard], |reply| ShardRequest::BatchPut { entries, reply }).await?;
-                Ok::<_, NodeError>((positions, versions, outcomes))
+                let written: Vec<(Bytes, u64)> = entries.iter().map(|e| (e.key.clone(), e.version)).collect();
+                let outcomes = core.call(&core.shards[shard], |reply| ShardRequest::BatchPut { entries, reply }).await;
+                (positions, written, outcomes)
             }
         });
-        for joined in opticache_common::join::join_all(calls).await {
-            let (positions, versions, outcomes) = joined?;
-            for ((i, version), outcome) in positions.into_iter().zip(versions).zip(outcomes) {
-                results[i] = put_response(outcome?, version);
+        // Every entry's outcome is tracked before the first error is returned.
+        let mut first_error = None;
+        for (positions, written, outcomes) in opticache_common::join::join_all(calls).await {
+            let outcomes = match outcomes {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            for ((i, (key, version)), outcome) in positions.into_iter().zip(written).zip(outcomes) {
+                match self.track_put(&key, version, outcome.map_err(NodeError::from)) {
+                    Ok(outcome) => results[i] = put_response(outcome, version),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
             }
         }
-        Ok(pb::BatchPutResponse { results })
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(pb::BatchPutResponse { results }),
+        }
     }
 
     async fn batch_get(&self, req: pb::BatchGetRequest) -> Result<pb::BatchGetResponse, NodeError> {
@@ -174,6 +233,7 @@ impl NodeService {
         let mut routed: Vec<Vec<(usize, Bytes)>> = (0..self.core.shards.len()).map(|_| Vec::new()).collect();
         for (i, k) in req.keys.iter().enumerate() {
             let key = keys::encode(&k.namespace, &k.key)?;
+            self.core.refused.check(&key)?;
             routed[self.core.shard_for(&key).shard as usize].push((i, key));
         }
         let mut results = vec![pb::GetResponse::default(); len];
@@ -220,6 +280,7 @@ impl NodeService {
         let (chunks_tx, chunks) = mpsc::channel(STREAM_CHUNKS_IN_FLIGHT_MAX);
         let expiry_ms = first.expiry_unix_ms;
         let (first_namespace, first_key) = (first.namespace.clone(), first.key.clone());
+        let held_key = key.clone();
         let commit = self.core.call(&shard, move |reply| ShardRequest::PutStream {
             key,
             total_len: total,
@@ -269,13 +330,14 @@ impl NodeService {
         };
         let (fed, committed) = tokio::join!(feed, commit);
         fed?;
-        let outcome = committed??;
+        let outcome = self.track_put(&held_key, version, committed?.map_err(NodeError::from))?;
         Ok(put_response(outcome, version))
     }
 
     async fn get_stream(&self, req: pb::GetRequest) -> Result<GetChunkStream, NodeError> {
         self.core.check_serving()?;
         let key = keys::encode(&req.namespace, &req.key)?;
+        self.core.refused.check(&key)?;
         let shard = self.core.shard_for(&key);
         let (chunks_tx, chunks) = mpsc::channel(STREAM_CHUNKS_IN_FLIGHT_MAX);
         let head = self.core.call(shard, |head| ShardRequest::GetStream { key, head, chunks: chunks_tx }).await??;

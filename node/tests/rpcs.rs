@@ -598,3 +598,49 @@ async fn writes_from_an_older_coordinator_epoch_are_refused_and_change_nothing()
     assert!(client.put(unfenced).await.unwrap().into_inner().applied, "epoch 0: a node-direct client");
     assert_eq!(get(&mut client, "fenced").await.value, "newer");
 }
+
+#[tokio::test]
+async fn a_key_whose_newer_write_was_refused_for_space_is_not_served_stale() {
+    let settings = Settings { segment_bytes: MIB, shard_disk_budget_bytes: 2 * MIB, ..Settings::default() };
+    let home = NodeHome::new(&settings);
+    let node = home.start_serving().await;
+    let mut client = node.client().await;
+    put(&mut client, "refused", "old", 10).await;
+    put(&mut client, "kept", "kept", 10).await;
+
+    // Fill the budget until the node refuses for space.
+    let filler = Bytes::from(vec![b'f'; 64 * 1024]);
+    let mut filled = false;
+    for i in 0..200 {
+        match client.put(put_req(format!("filler-{i}"), filler.clone(), 10)).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+                filled = true;
+                break;
+            }
+        }
+    }
+    assert!(filled, "2 MiB of budget took 200 values of 64 KiB");
+
+    // A newer write of "refused" is refused: the node's copy is now stale.
+    let status = client.put(put_req("refused", filler.clone(), 20)).await.expect_err("over the budget");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    let status = client.get(get_req("refused")).await.expect_err("a stale copy must not be served");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("refused a newer write"), "{status}");
+    let batch = pb::BatchGetRequest { keys: vec![get_req("kept"), get_req("refused")] };
+    expect_code(client.batch_get(batch).await, Code::Unavailable, "BatchGet holding the refused key");
+    expect_code(client.get_stream(get_req("refused")).await, Code::Unavailable, "GetStream of the refused key");
+    let update = pb::UpdateRequest {
+        key: Bytes::from_static(b"refused"),
+        value: Bytes::from_static(b"cas"),
+        version: 30,
+        ..Default::default()
+    };
+    expect_code(client.update(update).await, Code::Unavailable, "compare-and-set on the stale copy");
+
+    // Every other key still reads: a full node keeps serving reads.
+    let kept = get(&mut client, "kept").await;
+    assert!(kept.found && kept.value == Bytes::from_static(b"kept"), "{kept:?}");
+}

@@ -62,14 +62,6 @@ def test_a_full_disk_budget_refuses_writes_and_reads_keep_working(small_cluster)
         assert c.get("never-written") is None
 
 
-@pytest.mark.xfail(
-    reason="coordinator: a write acknowledged by one replica while the other refused it (disk budget) "
-    "can read back as not found, when the read goes to the refusing replica (its refusal does not mark "
-    "it as having missed the write); depends on placement, so it shows in some runs only. Marking the "
-    "refuser as having missed the write was tried: with both replicas full, both turn RECOVERING and reads "
-    "fail UNAVAILABLE, against the status table; the fix needs a per-key record of stale replicas",
-    strict=False,
-)
 def test_every_acknowledged_write_is_readable_after_a_refusal(small_cluster):
     assert _written, "runs after the disk-budget test"
     with Client(small_cluster.coordinator_addresses, timeout_s=10.0) as c:

@@ -53,6 +53,8 @@ pub struct Settings {
     pub max_value_bytes: u64,
     pub segment_bytes: u64,
     pub shard_memory_budget_bytes: u64,
+    /// 0: unlimited.
+    pub shard_disk_budget_bytes: u64,
     /// `127.0.0.1:0` (the OS picks a port) unless a test needs a given one.
     pub address: String,
 }
@@ -65,6 +67,7 @@ impl Default for Settings {
             // Small segments keep each test's files small.
             segment_bytes: 8 * MIB,
             shard_memory_budget_bytes: 16 * MIB,
+            shard_disk_budget_bytes: 0,
             address: "127.0.0.1:0".to_string(),
         }
     }
@@ -198,13 +201,15 @@ pub fn config_yaml(settings: &Settings, data: &Path) -> String {
          cache_nodes:\n  - address: {address}\n    metrics_address: 127.0.0.1:2\n    disk_path: '{data}'\n\
          replication_factor: 1\n\
          node:\n  shards: {shards}\n  durability: sync\n  max_value_bytes: {max_value_bytes}\n  \
-         segment_bytes: {segment_bytes}\n  shard_memory_budget_bytes: {memory}\n",
+         segment_bytes: {segment_bytes}\n  shard_memory_budget_bytes: {memory}\n  \
+         shard_disk_budget_bytes: {disk}\n",
         address = settings.address,
         data = data.display(),
         shards = settings.shards,
         max_value_bytes = settings.max_value_bytes,
         segment_bytes = settings.segment_bytes,
         memory = settings.shard_memory_budget_bytes,
+        disk = settings.shard_disk_budget_bytes,
     )
 }
 
