@@ -4,11 +4,17 @@
 //! copying safe while new writes arrive: a copy older than what the node has
 //! changes nothing.
 //!
-//! Invariant: a node is declared caught up only after a complete pass during
+//! Invariants: a node is declared caught up only after a complete pass during
 //! which no write to it failed (a failed write bumps its miss generation and
-//! the pass starts over).
+//! the pass starts over); a pass is complete only if every other node was
+//! listed, whatever its state (a RECOVERING node still holds the writes it
+//! took), because a node that could not be listed may hold the only copy of
+//! an acknowledged write. A node that cannot be reached therefore keeps the
+//! returning node RECOVERING until it answers or is replaced; keys with an
+//! UP replica keep serving from it meanwhile.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use opticache_common::version::unix_ms;
@@ -24,6 +30,9 @@ const LIST_PAGE_LEN: u32 = 1024;
 const COPY_BATCH_LEN: usize = 256;
 /// Passes before giving up for now (the next heartbeat tries again).
 const PASSES_MAX: usize = 3;
+/// An incomplete catch-up is logged at warn level at most this often.
+const INCOMPLETE_WARNING_INTERVAL_MS: u64 = 10_000;
+static LAST_INCOMPLETE_WARNING_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Brings node `target` up to date; marks it caught up on success.
 pub async fn catch_up(cluster: &Cluster, target: usize) {
@@ -31,7 +40,21 @@ pub async fn catch_up(cluster: &Cluster, target: usize) {
     for pass in 0..PASSES_MAX {
         let generation = cluster.members[target].miss_generation();
         match copy_missing(cluster, target).await {
-            Ok(copied) => {
+            Ok(Pass { copied, unlisted }) if !unlisted.is_empty() => {
+                // Tried at every heartbeat while a node is down: warn now and then, not each time.
+                let now = unix_ms();
+                let last = LAST_INCOMPLETE_WARNING_MS.load(Ordering::Relaxed);
+                let message = "catch-up incomplete: these nodes could not be listed and may hold writes it \
+                               missed; it stays RECOVERING and tries again at the next heartbeat";
+                if now.saturating_sub(last) >= INCOMPLETE_WARNING_INTERVAL_MS {
+                    LAST_INCOMPLETE_WARNING_MS.store(now, Ordering::Relaxed);
+                    tracing::warn!(node = %address, copied, unlisted = ?unlisted, "{message}");
+                } else {
+                    tracing::debug!(node = %address, copied, unlisted = ?unlisted, "{message}");
+                }
+                return;
+            }
+            Ok(Pass { copied, .. }) => {
                 if cluster.members[target].miss_generation() == generation {
                     tracing::info!(node = %address, copied, pass, "node caught up");
                     cluster.caught_up(target);
@@ -86,34 +109,64 @@ async fn list_shard(
     }
 }
 
-/// One pass: copies to `target` what the other replicas hold newer.
-async fn copy_missing(cluster: &Cluster, target: usize) -> Result<u64, String> {
+/// What one pass did.
+struct Pass {
+    copied: u64,
+    /// Other nodes that could not be listed (DOWN, or failing to answer).
+    unlisted: Vec<String>,
+}
+
+/// One pass: copies to `target` what the other nodes hold newer.
+async fn copy_missing(cluster: &Cluster, target: usize) -> Result<Pass, String> {
     let have = holdings(cluster, target).await?;
-    let mut copied = 0u64;
+    let mut pass = Pass { copied: 0, unlisted: Vec::new() };
     for source in 0..cluster.members.len() {
-        if source == target || cluster.members[source].state() != NodeState::Up {
+        if source == target {
             continue;
         }
-        let mut client = cluster.members[source].client.clone();
-        let shards =
-            client.heartbeat(node::HeartbeatRequest { epoch: 0 }).await.map_err(|s| s.to_string())?.into_inner().shards;
-        for shard in 0..shards {
-            let mut wanted = Vec::new();
-            list_shard(cluster, source, shard, |e| {
-                let Ok(namespace) = std::str::from_utf8(&e.namespace) else { return };
-                if !cluster.replicas_of(namespace, &e.key).contains(&target) {
-                    return;
-                }
-                let newer = have.get(&(e.namespace.clone(), e.key.clone())).is_none_or(|&v| v < e.version);
-                let expired = !e.tombstone && e.expiry_unix_ms != 0 && e.expiry_unix_ms <= unix_ms();
-                if newer && !expired {
-                    wanted.push(e.clone());
-                }
-            })
-            .await?;
-            for batch in wanted.chunks(COPY_BATCH_LEN) {
-                copied += copy_batch(cluster, source, target, batch).await?;
+        // With one replica per key no other node holds any of the target's keys.
+        if cluster.replication_factor < 2 {
+            break;
+        }
+        let address = &cluster.members[source].address;
+        if cluster.members[source].state() == NodeState::Down {
+            pass.unlisted.push(format!("{address} (down)"));
+            continue;
+        }
+        match copy_from(cluster, source, target, &have).await {
+            Ok(copied) => pass.copied += copied,
+            Err(e) => pass.unlisted.push(format!("{address} ({e})")),
+        }
+    }
+    Ok(pass)
+}
+
+/// Copies to `target` what `source` holds newer than `have`.
+async fn copy_from(cluster: &Cluster, source: usize, target: usize, have: &HashMap<Key, u64>) -> Result<u64, String> {
+    let mut client = cluster.members[source].client.clone();
+    let shards = tokio::time::timeout(NODE_CALL_TIMEOUT, client.heartbeat(node::HeartbeatRequest { epoch: 0 }))
+        .await
+        .map_err(|_| "heartbeat timed out".to_string())?
+        .map_err(|s| s.to_string())?
+        .into_inner()
+        .shards;
+    let mut copied = 0u64;
+    for shard in 0..shards {
+        let mut wanted = Vec::new();
+        list_shard(cluster, source, shard, |e| {
+            let Ok(namespace) = std::str::from_utf8(&e.namespace) else { return };
+            if !cluster.replicas_of(namespace, &e.key).contains(&target) {
+                return;
             }
+            let newer = have.get(&(e.namespace.clone(), e.key.clone())).is_none_or(|&v| v < e.version);
+            let expired = !e.tombstone && e.expiry_unix_ms != 0 && e.expiry_unix_ms <= unix_ms();
+            if newer && !expired {
+                wanted.push(e.clone());
+            }
+        })
+        .await?;
+        for batch in wanted.chunks(COPY_BATCH_LEN) {
+            copied += copy_batch(cluster, source, target, batch).await?;
         }
     }
     Ok(copied)

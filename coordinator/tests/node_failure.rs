@@ -287,3 +287,57 @@ async fn a_killed_node_misses_nothing_once_it_is_back() {
         mine.len()
     );
 }
+
+/// A returning node must not be declared caught up while another node that
+/// may hold the only copy of what it missed cannot be listed: it stays
+/// RECOVERING, and a key whose other replica is that node reads UNAVAILABLE,
+/// never "not found", until the node answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_stays_recovering_while_a_partner_that_may_hold_its_writes_is_down() {
+    let mut cluster = Cluster::start().await;
+    let (primary, _) = cluster.wait_ready().await;
+    let (returning, partner) = (0usize, 2usize);
+    // A key held by exactly these two nodes.
+    let key = (0..10_000u32)
+        .map(|i| Bytes::from(format!("pair-{i}")))
+        .find(|k| {
+            let mut r = cluster.replicas_of("pair", k);
+            r.sort_unstable();
+            r == vec![returning, partner]
+        })
+        .expect("some key lives on nodes 0 and 2");
+
+    cluster.nodes[returning].kill9().await;
+    cluster.wait_node_state(primary, returning, pb::NodeState::Down).await;
+    let mut client = cluster.client(primary);
+    let version = write(&mut client, "pair", &key, Bytes::from_static(b"only on the partner")).await;
+    cluster.nodes[partner].kill9().await;
+    cluster.wait_node_state(primary, partner, pb::NodeState::Down).await;
+
+    cluster.nodes[returning].spawn();
+    let primary_proc = &cluster.coordinators[primary];
+    // Either the catch-up says it could not list the partner, or (the bug
+    // this guards against) it declares the node caught up without it.
+    cluster
+        .wait_for("the returning node's catch-up to finish or to find the partner unlisted", async |cluster| {
+            let status = cluster.status(primary).await.map_err(|s| s.to_string())?;
+            if primary_proc.log().contains("catch-up incomplete")
+                || cluster.states_in(&status)[returning] == pb::NodeState::Up
+            {
+                Ok(())
+            } else {
+                Err(format!("{:?}", cluster.states_in(&status)))
+            }
+        })
+        .await;
+    let status = cluster.status(primary).await.expect("status");
+    assert_eq!(cluster.states_in(&status)[returning], pb::NodeState::Recovering, "{status:?}");
+    let refused = client.read_cache(pb::ReadRequest { namespace: "pair".into(), key: key.clone() }).await;
+    expect_code(refused, Code::Unavailable, "a key whose only current copy is on a down node");
+
+    cluster.nodes[partner].spawn();
+    cluster.wait_node_state(primary, returning, pb::NodeState::Up).await;
+    cluster.wait_node_state(primary, partner, pb::NodeState::Up).await;
+    let back = read(&mut client, "pair", &key).await;
+    assert!(back.found && back.version == version, "after both returned: {back:?}");
+}
