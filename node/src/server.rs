@@ -125,6 +125,7 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
     );
     if let Ok(address) = options.address.parse() {
         opticache_security::warn_if_exposed(&address, &options.security, "node");
+        opticache_security::warn_if_node_open(&address, &options.security);
     }
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -67,6 +67,18 @@ pub fn warn_if_exposed(address: &opticache_common::HostPort, security: &opticach
     }
 }
 
+/// Logs a warning when a node serves TLS but checks no cluster credential:
+/// anyone who trusts the CA could then call the node API directly.
+pub fn warn_if_node_open(address: &opticache_common::HostPort, security: &opticache_common::SecurityConfig) {
+    if security.tls.as_ref().is_some_and(|t| !t.mutual) && security.cluster_token.is_none() {
+        tracing::warn!(
+            address = %address,
+            "this node takes data calls from any TLS client: set security.tls.mutual or security.cluster_token \
+             so that only the cluster's coordinators and holders of its credentials can call it"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
