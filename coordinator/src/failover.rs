@@ -141,6 +141,16 @@ impl Failover {
     }
 }
 
+/// Feeds an epoch seen at `source` (a node's heartbeat answer or refusal)
+/// into `failover`, logging a step-down; returns the coordinator's epoch afterwards.
+pub fn learn_epoch(failover: &std::sync::Mutex<Failover>, epoch: u64, source: &str) -> u64 {
+    let mut f = failover.lock().expect("failover lock");
+    if let Some(role) = f.observe_epoch(epoch) {
+        tracing::warn!(role = ?role, epoch, source, "a node has seen a newer epoch: stepping down");
+    }
+    f.epoch()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,9 +36,7 @@ pub async fn run(
         let is_primary = failover.lock().expect("failover lock").role() == Role::Primary;
         for (i, (probe, figures, node_epoch)) in results.into_iter().enumerate() {
             if let Some(e) = node_epoch {
-                if let Some(role) = failover.lock().expect("failover lock").observe_epoch(e) {
-                    tracing::warn!(role = ?role, epoch = e, node = %cluster.members[i].address, "a node has seen a newer epoch: stepping down");
-                }
+                crate::failover::learn_epoch(&failover, e, &cluster.members[i].address);
             }
             cluster.apply_probe(i, probe, figures);
             if is_primary && cluster.members[i].needs_catch_up() {

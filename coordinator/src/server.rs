@@ -14,7 +14,7 @@ use opticache_common::version::{VersionClock, ORIGIN_PRIMARY_COORDINATOR, ORIGIN
 use opticache_common::{ClusterConfig, HostPort};
 use opticache_proto::coordinator::v1::peer_server::PeerServer;
 use opticache_proto::v1::opti_cache_server::OptiCacheServer;
-use opticache_security::{ClusterLink, Guard, GuardLayer, SecurityError, ServerTls, TokenTable};
+use opticache_security::{SecurityError, ServerSecurity};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::body::Body;
@@ -79,11 +79,7 @@ pub async fn run_until(
     }
     let peer_address = if configured_primary { secondary.clone() } else { Some(primary.clone()) };
     // Credentials are read before anything binds: a bad certificate or token file stops the start.
-    let tls = config.security.tls.as_ref().map(ServerTls::load).transpose()?;
-    let guard = Guard {
-        tokens: TokenTable::load(&config.security)?,
-        cluster_needs_client_cert: tls.as_ref().is_some_and(|t| t.mutual),
-    };
+    let security = ServerSecurity::load(&config.security)?;
     let listener = TcpListener::bind(&address).await.map_err(|e| CoordStartError::Bind {
         address: address.clone(),
         reason: if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -107,7 +103,7 @@ pub async fn run_until(
         .map_err(|e| CoordStartError::Bind { address: metrics_address.clone(), reason: e.to_string() })?;
 
     let nodes: Vec<String> = config.cache_nodes.iter().map(|n| n.address.to_string()).collect();
-    let link = ClusterLink::load(&config.security)?;
+    let link = security.cluster_link()?;
     let cluster = Arc::new(
         Cluster::new(
             &nodes,
@@ -166,17 +162,12 @@ pub async fn run_until(
         conn
     });
     let (drained_tx, drained) = watch::channel(false);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.config.clone())
-            .map_err(|e| CoordStartError::Serve(format!("TLS set-up (security.tls): {e}")))?;
-    }
     let server = tokio::spawn(
-        builder
+        security
+            .server()?
             .initial_stream_window_size(8 << 20)
             .initial_connection_window_size(32 << 20)
-            .layer(GuardLayer::new(Some(guard)))
+            .layer(security.guard_layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(peer_service)

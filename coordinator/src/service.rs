@@ -140,18 +140,25 @@ impl CoordinatorService {
                 answer => return answer,
             }
         }
-        send(sent_with).await.map_err(|s| if fencing::fenced_by(&s).is_some() { self.deposed(&s) } else { s })
+        send(sent_with).await.map_err(|s| self.for_client(s))
     }
 
     /// Learns the epoch a fencing refusal names (stepping down if it is
     /// another primary's); returns this coordinator's epoch afterwards.
     fn after_fence(&self, refusal: &Status) -> u64 {
         let fenced_by = fencing::fenced_by(refusal).unwrap_or(0);
-        let mut failover = self.failover.lock().expect("failover lock");
-        if let Some(role) = failover.observe_epoch(fenced_by) {
-            tracing::warn!(role = ?role, epoch = fenced_by, "a node refused a write for a newer epoch: stepping down");
+        crate::failover::learn_epoch(&self.failover, fenced_by, "a write's fencing refusal")
+    }
+
+    /// A node's refusal as the client gets it: a fenced write, once its epoch
+    /// is learned, is [`Self::deposed`]; anything else passes through.
+    fn for_client(&self, refusal: Status) -> Status {
+        if fencing::fenced_by(&refusal).is_some() {
+            self.after_fence(&refusal);
+            self.deposed(&refusal)
+        } else {
+            refusal
         }
-        failover.epoch()
     }
 
     /// The refusal a client gets for a fenced write: UNAVAILABLE (retry, at
@@ -641,14 +648,7 @@ impl CoordinatorService {
                     Ok(r) => r,
                     Err(e) => Err(Status::internal(e.to_string())),
                 }
-                .map_err(|s| {
-                    if fencing::fenced_by(&s).is_some() {
-                        self.after_fence(&s);
-                        self.deposed(&s)
-                    } else {
-                        s
-                    }
-                }),
+                .map_err(|s| self.for_client(s)),
             );
         }
         let tally = self.tally(&targets, results, |_| {});

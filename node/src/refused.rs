@@ -37,7 +37,7 @@ pub struct RefusedKeys {
 
 impl RefusedKeys {
     /// A write of `key` at `version` was refused for space.
-    pub fn refused(&self, key: &Bytes, version: u64) {
+    fn refused(&self, key: &Bytes, version: u64) {
         let mut keys = self.keys.lock().expect("refused keys lock");
         if !keys.contains_key(key) && keys.len() >= REFUSED_KEYS_MAX {
             if !self.overflowed.swap(true, Ordering::AcqRel) {
@@ -54,7 +54,7 @@ impl RefusedKeys {
     }
 
     /// The node now stores `key` at `version`: a refusal of an older or equal version no longer matters.
-    pub fn stored(&self, key: &Bytes, version: u64) {
+    fn stored(&self, key: &Bytes, version: u64) {
         if self.held.load(Ordering::Acquire) == 0 {
             return;
         }
@@ -63,6 +63,29 @@ impl RefusedKeys {
             keys.remove(key);
             self.held.store(keys.len(), Ordering::Release);
         }
+    }
+
+    /// Records the outcome of a write of `key` at `version`: a refusal for
+    /// space holds the key; a success releases refusals up to the version
+    /// `stored` says the node now holds (`None`: nothing stored, e.g. a
+    /// compare-and-set that did not match).
+    pub fn track<T>(
+        &self,
+        key: &Bytes,
+        version: u64,
+        result: Result<T, NodeError>,
+        stored: impl FnOnce(&T) -> Option<u64>,
+    ) -> Result<T, NodeError> {
+        match &result {
+            Ok(outcome) => {
+                if let Some(held) = stored(outcome) {
+                    self.stored(key, held);
+                }
+            }
+            Err(e) if is_out_of_space(e) => self.refused(key, version),
+            Err(_) => {}
+        }
+        result
     }
 
     /// Whether `key` may be read here.
@@ -79,18 +102,15 @@ impl RefusedKeys {
         Ok(())
     }
 
-    /// Keys held now.
-    pub fn len(&self) -> usize {
-        self.held.load(Ordering::Acquire)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Whether no key is held.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 0
     }
 }
 
 /// Whether `error` is a refusal for want of space (the engine's disk budget).
-pub fn is_out_of_space(error: &NodeError) -> bool {
+fn is_out_of_space(error: &NodeError) -> bool {
     matches!(error, NodeError::Engine(opticache_engine::error::EngineError::DiskFull { .. }))
 }
 

@@ -28,7 +28,7 @@ use opticache_engine::config::EngineConfig;
 use opticache_engine::io::dma::check_memlock;
 use opticache_proto::node::v1::node_server::NodeServer;
 use opticache_proto::node::v1::ServingState;
-use opticache_security::{Guard, GuardLayer, SecurityError, ServerTls, TokenTable};
+use opticache_security::{SecurityError, ServerSecurity};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::body::Body;
@@ -102,11 +102,7 @@ pub async fn run(options: NodeOptions) -> Result<(), NodeStartError> {
 /// Like [`run`], stopping when `stop` turns true (tests and benches drive it).
 pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) -> Result<(), NodeStartError> {
     check_memlock().map_err(|e| NodeStartError::Memlock(e.to_string()))?;
-    let tls = options.security.tls.as_ref().map(ServerTls::load).transpose()?;
-    let guard = Guard {
-        tokens: TokenTable::load(&options.security)?,
-        cluster_needs_client_cert: tls.as_ref().is_some_and(|t| t.mutual),
-    };
+    let security = ServerSecurity::load(&options.security)?;
     let data_dir = DataDir::open(&options.disk_path, options.shards)?;
     let listener = bind(&options.address, "node API").await?;
     let metrics_listener = bind(&options.metrics_address, "metrics").await?;
@@ -171,16 +167,11 @@ pub async fn run_until(options: NodeOptions, mut stop: watch::Receiver<bool>) ->
         }
         conn
     });
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder
-            .tls_config(tls.config.clone())
-            .map_err(|e| NodeStartError::Serve(format!("TLS set-up (security.tls): {e}")))?;
-    }
-    let server = builder
+    let server = security
+        .server()?
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .layer(GuardLayer::new(Some(guard)))
+        .layer(security.guard_layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(node_service)

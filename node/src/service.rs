@@ -26,7 +26,6 @@ use crate::core::NodeCore;
 use crate::error::{NodeError, StreamError};
 use crate::keys;
 use crate::metrics::Rpc;
-use crate::refused::is_out_of_space;
 use crate::shard::{PutEntry, ShardRequest, StreamAborted, STREAM_CHUNKS_IN_FLIGHT_MAX};
 
 /// Entries one batch call takes at most.
@@ -59,22 +58,17 @@ impl NodeService {
         result.map(Response::new)
     }
 
-    /// Keeps [`RefusedKeys`](crate::refused::RefusedKeys) up to date with a
-    /// write of `key` at `version`: a refusal for space holds the key, a
-    /// stored version releases older refusals.
+    /// Tracks a put's outcome in the refused keys: the version it stored, or the one the node already held.
     fn track_put(
         &self,
         key: &Bytes,
         version: u64,
         result: Result<PutOutcome, NodeError>,
     ) -> Result<PutOutcome, NodeError> {
-        match &result {
-            Ok(PutOutcome::Applied { .. }) => self.core.refused.stored(key, version),
-            Ok(PutOutcome::Stale { stored_version }) => self.core.refused.stored(key, *stored_version),
-            Err(e) if is_out_of_space(e) => self.core.refused.refused(key, version),
-            Err(_) => {}
-        }
-        result
+        self.core.refused.track(key, version, result, |outcome| match outcome {
+            PutOutcome::Applied { .. } => Some(version),
+            PutOutcome::Stale { stored_version } => Some(*stored_version),
+        })
     }
 
     fn check_value(&self, len: usize) -> Result<(), NodeError> {
@@ -118,18 +112,11 @@ impl NodeService {
         let entry = PutEntry { key: key.clone(), value: req.value, version, expiry_ms: req.expiry_unix_ms };
         let expected_version = req.expected_version;
         let result = self.core.call(shard, |reply| ShardRequest::Update { entry, expected_version, reply }).await?;
-        let outcome = match result.map_err(NodeError::from) {
-            Err(e) if is_out_of_space(&e) => {
-                self.core.refused.refused(&key, version);
-                return Err(e);
-            }
-            other => other?,
-        };
+        let outcome = self.core.refused.track(&key, version, result.map_err(NodeError::from), |outcome| {
+            matches!(outcome, UpdateOutcome::Updated { .. }).then_some(version)
+        })?;
         match outcome {
-            UpdateOutcome::Updated { previous_version } => {
-                self.core.refused.stored(&key, version);
-                Ok(pb::UpdateResponse { version, previous_version })
-            }
+            UpdateOutcome::Updated { previous_version } => Ok(pb::UpdateResponse { version, previous_version }),
             UpdateOutcome::NotFound => Err(NodeError::UpdateNotFound),
             UpdateOutcome::VersionMismatch { stored_version } => {
                 Err(NodeError::VersionMismatch { expected: expected_version, stored: stored_version })
@@ -145,17 +132,11 @@ impl NodeService {
         let version = self.core.version_or_stamp(req.version);
         let shard = self.core.shard_for(&key);
         let result = self.core.call(shard, |reply| ShardRequest::Delete { key: key.clone(), version, reply }).await?;
-        let outcome = match result.map_err(NodeError::from) {
-            Err(e) if is_out_of_space(&e) => {
-                self.core.refused.refused(&key, version);
-                return Err(e);
-            }
-            other => other?,
-        };
-        match outcome {
-            DeleteOutcome::Deleted { .. } | DeleteOutcome::Absent => self.core.refused.stored(&key, version),
-            DeleteOutcome::Stale { stored_version } => self.core.refused.stored(&key, stored_version),
-        }
+        let outcome =
+            self.core.refused.track(&key, version, result.map_err(NodeError::from), |outcome| match outcome {
+                DeleteOutcome::Deleted { .. } | DeleteOutcome::Absent => Some(version),
+                DeleteOutcome::Stale { stored_version } => Some(*stored_version),
+            })?;
         Ok(match outcome {
             DeleteOutcome::Deleted { .. } => pb::DeleteResponse { deleted: true, applied: true, version },
             DeleteOutcome::Absent => pb::DeleteResponse { deleted: false, applied: true, version },

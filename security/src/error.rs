@@ -20,8 +20,12 @@ pub enum SecurityError {
     #[error("security.tls.{key}: {} holds no PEM {wanted}", .path.display())]
     NotPem { key: &'static str, path: PathBuf, wanted: &'static str },
     /// rustls refused the certificates or key (e.g. a key that does not match its certificate).
-    #[error("TLS set-up with {} and {}: {reason}", .cert.display(), .key.display())]
+    #[error("TLS set-up (security.tls) with {} and {}: {reason}", .cert.display(), .key.display())]
     Tls { cert: PathBuf, key: PathBuf, reason: String },
+    /// The cluster token cannot be sent as a header (the config checks its
+    /// text, so this means a check was bypassed).
+    #[error("security.cluster_token: {0}")]
+    ClusterToken(String),
     /// A tokens file or cluster token file is missing or malformed.
     #[error(transparent)]
     Tokens(#[from] ConfigError),

@@ -7,6 +7,8 @@
 //!   answers UNAUTHENTICATED or PERMISSION_DENIED before any handler runs.
 //! - [`tls`]: rustls server and client configurations from `security.tls`.
 //! - [`bearer`]: the client-side interceptor that sends a token.
+//! - [`link`]: the credentials a process presents to the others.
+//! - [`server`]: all of the above for one node or coordinator, read once.
 //! - [`dev_certs`]: a development CA and a cluster certificate
 //!   (`opticache-dev-certs`, `make certs`, and the tests).
 //!
@@ -20,6 +22,7 @@ pub mod dev_certs;
 pub mod error;
 pub mod guard;
 pub mod link;
+pub mod server;
 pub mod tls;
 pub mod tokens;
 
@@ -28,6 +31,7 @@ pub use error::SecurityError;
 pub use guard::{Guard, GuardLayer};
 pub use link::{AuthedChannel, ClusterLink};
 pub use opticache_common::Secret;
+pub use server::ServerSecurity;
 pub use tls::{ClientTls, ServerTls};
 pub use tokens::TokenTable;
 

@@ -2,11 +2,9 @@
 //! coordinator → coordinator): with TLS when configured (presenting its own
 //! certificate under mutual TLS) and with the cluster token when there is one.
 
-use opticache_common::{SecretSource, SecurityConfig};
+use opticache_common::Secret;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-
-use opticache_common::config::security::read_secret_file;
 
 use crate::tls::uri;
 use crate::{BearerToken, ClientTls, SecurityError};
@@ -22,23 +20,10 @@ pub struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// Reads what `security:` says the cluster's links use.
-    pub fn load(security: &SecurityConfig) -> Result<ClusterLink, SecurityError> {
-        let tls = security.tls.as_ref().map(ClientTls::load).transpose()?;
-        let secret = match &security.cluster_token {
-            None => None,
-            Some(SecretSource::Inline(secret)) => Some(secret.clone()),
-            Some(SecretSource::File(path)) => Some(read_secret_file(path)?),
-        };
-        let token = match secret {
-            // The config checked the token's text already; a failure here is a bug, reported all the same.
-            Some(s) => BearerToken::new(s.expose()).map_err(|reason| {
-                SecurityError::Tokens(opticache_common::ConfigError::InvalidValue {
-                    file: Default::default(),
-                    key: "security.cluster_token".into(),
-                    reason,
-                })
-            })?,
+    /// Links with `tls` (none: plaintext) carrying `cluster_token` (none: no token).
+    pub fn new(tls: Option<ClientTls>, cluster_token: Option<&Secret>) -> Result<ClusterLink, SecurityError> {
+        let token = match cluster_token {
+            Some(secret) => BearerToken::new(secret.expose()).map_err(SecurityError::ClusterToken)?,
             None => BearerToken::none(),
         };
         Ok(ClusterLink { tls, token })

@@ -14,12 +14,21 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::SecurityError;
 
-/// What a server of the cluster serves TLS with.
-#[derive(Clone, Debug)]
+/// What a server of the cluster serves TLS with. `Debug` leaves out the key.
+#[derive(Clone)]
 pub struct ServerTls {
     pub config: ServerTlsConfig,
     /// Mutual TLS: callers of the internal services must present a client certificate.
     pub mutual: bool,
+    /// What was read for `config`, kept for [`ServerTls::client`].
+    identity: Identity,
+    ca: Option<Certificate>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").field("mutual", &self.mutual).finish_non_exhaustive()
+    }
 }
 
 impl ServerTls {
@@ -28,19 +37,41 @@ impl ServerTls {
     /// stays usable without one; the guard requires one for internal calls).
     pub fn load(tls: &TlsConfig) -> Result<ServerTls, SecurityError> {
         let identity = identity(tls)?;
-        let mut config = ServerTlsConfig::new().identity(identity);
-        if tls.mutual {
-            config = config.client_ca_root(ca(tls)?).client_auth_optional(true);
+        let mut config = ServerTlsConfig::new().identity(identity.clone());
+        let ca = if tls.mutual { Some(ca(tls)?) } else { None };
+        if let Some(ca) = &ca {
+            config = config.client_ca_root(ca.clone()).client_auth_optional(true);
         }
-        Ok(ServerTls { config, mutual: tls.mutual })
+        Ok(ServerTls { config, mutual: tls.mutual, identity, ca })
+    }
+
+    /// The client side of the same process (its links to other processes),
+    /// as [`ClientTls::load`] of `tls` would build it, reading only what
+    /// [`ServerTls::load`] did not.
+    pub fn client(&self, tls: &TlsConfig) -> Result<ClientTls, SecurityError> {
+        let ca = match &self.ca {
+            Some(ca) => ca.clone(),
+            None => ca(tls)?,
+        };
+        let mut config = ClientTlsConfig::new().ca_certificate(ca);
+        if self.mutual {
+            config = config.identity(self.identity.clone());
+        }
+        Ok(ClientTls { config })
     }
 }
 
 /// What a client of the cluster (coordinator → node, coordinator → coordinator,
-/// a smart client) connects with.
-#[derive(Clone, Debug)]
+/// a smart client) connects with. `Debug` leaves out the key (tonic's own shows it).
+#[derive(Clone)]
 pub struct ClientTls {
     config: ClientTlsConfig,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
 }
 
 impl ClientTls {

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use opticache_common::config::security::{read_secret_file, read_tokens_file};
-use opticache_common::{Role, SecretSource, SecurityConfig, TokenSource};
+use opticache_common::{Role, Secret, SecretSource, SecurityConfig, TokenEntry, TokenSource};
 use subtle::ConstantTimeEq;
 
 use crate::SecurityError;
@@ -48,34 +48,42 @@ pub struct Holder<'a> {
     pub role: Role,
 }
 
+/// The cluster token of `security:`, read from its file if the config points to one.
+pub fn cluster_token(security: &SecurityConfig) -> Result<Option<Secret>, SecurityError> {
+    Ok(match &security.cluster_token {
+        None => None,
+        Some(SecretSource::Inline(secret)) => Some(secret.clone()),
+        Some(SecretSource::File(path)) => Some(read_secret_file(path)?),
+    })
+}
+
 impl TokenTable {
     /// Builds the table of `security:`, reading a tokens file and a cluster
     /// token file if the config points to them.
     pub fn load(security: &SecurityConfig) -> Result<TokenTable, SecurityError> {
-        let mut entries = Vec::new();
-        match &security.tokens {
-            None => {}
-            Some(TokenSource::Inline(list)) => {
-                entries.extend(list.iter().map(|t| Entry {
-                    name: t.name.clone(),
-                    token: t.token.expose().as_bytes().to_vec(),
-                    role: t.role,
-                }));
-            }
+        TokenTable::with_cluster_token(security, cluster_token(security)?.as_ref())
+    }
+
+    /// Builds the table of `security:` with the cluster token already resolved
+    /// ([`cluster_token`]); reads the tokens file if the config points to one.
+    pub fn with_cluster_token(
+        security: &SecurityConfig,
+        cluster: Option<&Secret>,
+    ) -> Result<TokenTable, SecurityError> {
+        let from_file;
+        let clients: &[TokenEntry] = match &security.tokens {
+            None => &[],
+            Some(TokenSource::Inline(list)) => list,
             Some(TokenSource::File(path)) => {
-                entries.extend(read_tokens_file(path)?.into_iter().map(|t| Entry {
-                    name: t.name,
-                    token: t.token.expose().as_bytes().to_vec(),
-                    role: t.role,
-                }));
+                from_file = read_tokens_file(path)?;
+                &from_file
             }
-        }
-        let cluster = match &security.cluster_token {
-            None => None,
-            Some(SecretSource::Inline(secret)) => Some(secret.clone()),
-            Some(SecretSource::File(path)) => Some(read_secret_file(path)?),
         };
-        if let Some(secret) = &cluster {
+        let mut entries: Vec<Entry> = clients
+            .iter()
+            .map(|t| Entry { name: t.name.clone(), token: t.token.expose().as_bytes().to_vec(), role: t.role })
+            .collect();
+        if let Some(secret) = cluster {
             entries.push(Entry {
                 name: CLUSTER_TOKEN_NAME.into(),
                 token: secret.expose().as_bytes().to_vec(),
