@@ -144,7 +144,14 @@ async fn every_path_demands_its_credentials_and_nothing_leaks() {
     assert_eq!(status.code(), Code::Unavailable, "a client trusting another CA must not connect: {status}");
     let mut plaintext = OptiCacheClient::new(lazy_channel(coordinator, None));
     let status = plaintext.read_cache(with_token(read_request(key), READ_TOKEN)).await.expect_err("plaintext");
-    assert!(matches!(status.code(), Code::Unavailable | Code::Internal | Code::Unknown), "plaintext to TLS: {status}");
+    // The TLS server drops the plaintext connection; hyper reports that as
+    // UNAVAILABLE, INTERNAL, UNKNOWN or CANCELLED depending on when it sees
+    // the close (all seen). What matters: the call fails at the transport,
+    // never reaching the API.
+    assert!(
+        matches!(status.code(), Code::Unavailable | Code::Internal | Code::Unknown | Code::Cancelled),
+        "plaintext to TLS: {status}"
+    );
 
     // ---- anyone → node: the cluster token and, with mutual TLS, a client certificate ----
     let node_address = &cluster.node_addresses[0];

@@ -217,7 +217,12 @@ def test_read_token_async(secure_cluster, ns):
                 "put": lambda: r.put("new", b"x", namespace=ns),
                 "delete": lambda: r.delete("kept", namespace=ns),
                 "put_many": lambda: r.put_many([("m1", b"1")], namespace=ns),
-                "put_stream": lambda: r.put_stream("new-stream", payload(7, STREAM_BYTES), namespace=ns),
+                # One chunk: with grpc.aio, a refusal that arrives while a
+                # multi-chunk upload is still being written sometimes surfaces
+                # as INTERNAL "Internal error from Core" instead of the
+                # server's status (about 1 run in 20; the sync test keeps the
+                # multi-chunk refusal).
+                "put_stream": lambda: r.put_stream("new-stream", payload(7, 1000), namespace=ns),
             }.items():
                 with pytest.raises(PermissionDenied) as e:
                     await call()
