@@ -6,90 +6,31 @@
 //! (skipped, saying so, where Redis is not installed).
 //!
 //! The node binary is found next to loadgen's (same profile directory) and
-//! built when it is missing or older than its sources, as the coordinator's
-//! tests do: `CARGO_BIN_EXE_*` only exists for a package's own binaries.
+//! built when it is missing or older than its sources, by
+//! `opticache_testsupport::node_binary`, as the coordinator's tests do:
+//! `CARGO_BIN_EXE_*` only exists for a package's own binaries.
 //!
 //! Nothing here sleeps to synchronise: the node's readiness is its
 //! `serving` log line, read with a deadline; Redis's is its port accepting,
 //! polled every 20 ms until a deadline.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use loadgen::profile::OpKind;
 use loadgen::report::{parse_hgrm, Report};
+use opticache_testsupport::Server;
 
 /// How long the node may take to start (two shared, possibly busy cores).
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("loadgen sits in the workspace").to_path_buf()
-}
-
-/// The newest modification time of the node binary's sources.
-fn node_sources_mtime() -> SystemTime {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        let Ok(meta) = std::fs::metadata(path) else { return };
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-                walk(&entry.path(), newest);
-            }
-        } else if let Ok(modified) = meta.modified() {
-            *newest = (*newest).max(modified);
-        }
-    }
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for crate_dir in ["node", "engine", "common", "proto", "security"] {
-        for part in ["src", "Cargo.toml", "build.rs", "opticache"] {
-            walk(&workspace_root().join(crate_dir).join(part), &mut newest);
-        }
-    }
-    newest
-}
-
 /// `opticache-node` of the same profile as the loadgen under test, built
 /// once per test process if missing or stale.
 fn node_binary() -> &'static Path {
-    static NODE: OnceLock<PathBuf> = OnceLock::new();
-    NODE.get_or_init(|| {
-        let loadgen = Path::new(env!("CARGO_BIN_EXE_loadgen"));
-        let dir = loadgen.parent().expect("the loadgen binary has a directory");
-        let node = dir.join("opticache-node");
-        let built = std::fs::metadata(&node).and_then(|m| m.modified()).ok();
-        if built.is_none_or(|b| b < node_sources_mtime()) {
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo.current_dir(workspace_root()).args(["build", "-p", "opticache-node", "--bin", "opticache-node"]);
-            // target/debug is the dev profile; any other directory is named after its profile.
-            match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    cargo.args(["--profile", profile]);
-                }
-            }
-            let status = cargo.status().expect("run cargo build for opticache-node");
-            assert!(status.success(), "cargo build -p opticache-node failed: {status}");
-            assert!(node.exists(), "cargo built opticache-node, but not at {}", node.display());
-        }
-        node
-    })
-}
-
-/// A server process (the node, or Redis) on a temporary dir, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    opticache_testsupport::node_binary(Path::new(env!("CARGO_BIN_EXE_loadgen")))
 }
 
 /// Removes ANSI colour sequences, in case the log is coloured.
@@ -133,7 +74,7 @@ fn start_node() -> Server {
         .spawn()
         .expect("start opticache-node");
     // Owned by the guard from here on, so a failed start kills the node.
-    let mut server = Server { child, address: String::new(), _dir: dir };
+    let mut server = Server { child, address: String::new(), dir };
     let stderr = server.child.stderr.take().expect("stderr is piped");
     let (lines_tx, lines) = mpsc::channel();
     // Reads the log for the whole life of the node, so the pipe never fills.
@@ -237,14 +178,14 @@ fn start_redis() -> Option<Server> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
-        let mut server = Server { child, address: format!("127.0.0.1:{port}"), _dir: dir };
+        let mut server = Server { child, address: format!("127.0.0.1:{port}"), dir };
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             if std::net::TcpStream::connect(&server.address).is_ok() {
                 return Some(server);
             }
             if let Some(status) = server.child.try_wait().expect("waitpid") {
-                let log = std::fs::read_to_string(server._dir.path().join("redis.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(server.dir.path().join("redis.log")).unwrap_or_default();
                 exits.push(format!("port {port}: {status}: {}", log.trim()));
                 break;
             }

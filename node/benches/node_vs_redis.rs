@@ -20,7 +20,7 @@
 //! does `cargo test --bench`, which `make test` runs).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use opticache_proto::node::v1::node_client::NodeClient;
 use opticache_proto::node::v1::{GetRequest, PutRequest};
+use opticache_testsupport::Server;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
@@ -261,20 +262,6 @@ async fn preload(target: Target, address: &str, workload: Workload, value: &Byte
     }
 }
 
-/// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_node() -> Server {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
     let config = dir.path().join("config.yaml");
@@ -306,7 +293,7 @@ fn start_node() -> Server {
     }
     // Keep draining the log so the pipe never fills.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, address: address.expect("the node logged its address"), _dir: dir }
+    Server { child, address: address.expect("the node logged its address"), dir }
 }
 
 fn start_redis() -> Option<Server> {
@@ -325,7 +312,7 @@ fn start_redis() -> Option<Server> {
         assert!(Instant::now() < deadline, "redis did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some(Server { child, address, _dir: dir })
+    Some(Server { child, address, dir })
 }
 
 /// CPU seconds (user + system) the process `pid` has used so far.

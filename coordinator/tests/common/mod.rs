@@ -29,7 +29,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use opticache_coordinator::placement::{self, PlacementNode};
@@ -98,63 +98,13 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-/// The workspace's root directory (the coordinator crate's parent).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the coordinator crate sits in the workspace").to_path_buf()
-}
-
-/// The newest modification time of the sources the node binary is built
-/// from (its crate and the workspace crates it uses).
-fn node_sources_mtime() -> SystemTime {
-    fn walk(path: &Path, newest: &mut SystemTime) {
-        let Ok(meta) = std::fs::metadata(path) else { return };
-        if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(path) {
-                for entry in entries.flatten() {
-                    walk(&entry.path(), newest);
-                }
-            }
-        } else if let Ok(modified) = meta.modified() {
-            *newest = (*newest).max(modified);
-        }
-    }
-    let root = workspace_root();
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for crate_dir in ["node", "engine", "common", "proto", "security"] {
-        for part in ["src", "Cargo.toml", "build.rs", "opticache"] {
-            walk(&root.join(crate_dir).join(part), &mut newest);
-        }
-    }
-    newest
-}
-
 /// The `opticache-node` binary of the same profile as the coordinator under
 /// test. `CARGO_BIN_EXE_*` exists only for the package's own binaries, so it
 /// is found next to the coordinator's and built (once per test process) when
-/// it is missing or older than its sources.
+/// it is missing or older than its sources (see
+/// [`opticache_testsupport::node_binary`]).
 pub fn node_binary() -> &'static Path {
-    static NODE: OnceLock<PathBuf> = OnceLock::new();
-    NODE.get_or_init(|| {
-        let coordinator = Path::new(env!("CARGO_BIN_EXE_opticache-coordinator"));
-        let dir = coordinator.parent().expect("the coordinator binary has a directory");
-        let node = dir.join("opticache-node");
-        let built = std::fs::metadata(&node).and_then(|m| m.modified()).ok();
-        if built.is_none_or(|b| b < node_sources_mtime()) {
-            let mut cargo = Command::new(env!("CARGO"));
-            cargo.current_dir(workspace_root()).args(["build", "-p", "opticache-node", "--bin", "opticache-node"]);
-            // target/debug is the dev profile; any other directory is named after its profile.
-            match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    cargo.args(["--profile", profile]);
-                }
-            }
-            let status = cargo.status().expect("run cargo build for opticache-node");
-            assert!(status.success(), "cargo build -p opticache-node failed: {status}");
-            assert!(node.exists(), "cargo built opticache-node, but not at {}", node.display());
-        }
-        node
-    })
+    opticache_testsupport::node_binary(Path::new(env!("CARGO_BIN_EXE_opticache-coordinator")))
 }
 
 /// Ports handed out by this test process: never twice, even after release.
