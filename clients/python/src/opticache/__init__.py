@@ -21,6 +21,7 @@ from ._common import (
     TlsConfig,
     Value,
 )
+from . import errors as _errors
 from .aio import AsyncClient, AsyncValueStream
 from .client import Client, ValueStream
 from .errors import (
@@ -49,16 +50,8 @@ __all__ = [
     "ClusterStatus",
     "NodeStatus",
     "TlsConfig",
-    "OptiCacheError",
-    "NotFound",
-    "VersionConflict",
-    "Unavailable",
-    "InvalidArgument",
-    "TooLarge",
-    "Unauthenticated",
-    "PermissionDenied",
-    "DeadlineExceeded",
-    "ProtocolError",
+    # The error classes, as listed in opticache.errors.
+    *(name for name in _errors.__all__ if name != "error_from_code"),
     "encode_array",
     "decode_array",
     "ARRAY_STREAM_THRESHOLD",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import time
 from typing import (
     Any,
     AsyncIterator,
@@ -27,7 +26,9 @@ from typing import (
 import grpc
 import grpc.aio
 
-from . import _retry, params
+from . import _calls, params
+from ._calls import Failed as _Failed
+from ._calls import partial_path
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_COORDINATORS,
@@ -41,26 +42,16 @@ from ._common import (
     TlsLike,
     Value,
     ValueLike,
-    auth_metadata,
-    batch_items,
-    channel_options,
     check_namespace,
     cluster_status_from,
-    coordinator_list,
     file_size_left,
     is_bytes_like,
     is_path,
-    plan_batches,
-    tls_config,
     to_key,
-    to_value,
-    ttl_ms,
 )
-from ._common import expected_version as _expected_version
 from ._proto import pb2, pb2_grpc
-from ._retry import AttemptFailure, CallKind, Failure, Stop
-from .client import _data_sent, _Failed, partial_path
-from .errors import DeadlineExceeded, OptiCacheError, ProtocolError, TooLarge, error_from_code
+from ._retry import CallKind
+from .errors import OptiCacheError, TooLarge, error_from_code
 
 T = TypeVar("T")
 
@@ -72,53 +63,37 @@ class _AConn:
         self.stub = pb2_grpc.OptiCacheStub(channel)
 
 
-class AsyncValueStream:
+class AsyncValueStream(_calls.StreamReading):
     """A value being read chunk by chunk: ``async for chunk in stream``.
     ``version`` and ``total_size`` are known from the start."""
 
     def __init__(self, call: Any, first: Any, idle_s: float, address: str) -> None:
-        self.version: int = first.version
-        self.total_size: int = first.total_size
-        self.address = address
         self._call = call
-        self._idle_s = idle_s
-        self._received = 0
-        self._done = False
-        self._pending: Optional[bytes] = self._account(first.data)
-
-    def _account(self, data: bytes) -> bytes:
-        self._received += len(data)
-        if self._received > self.total_size:
-            self.close()
-            raise ProtocolError(None, f"ReadStream sent {self._received} bytes of a value of {self.total_size} bytes")
-        return data
+        self._start(first, idle_s, address)
 
     def __aiter__(self) -> "AsyncValueStream":
         return self
 
     async def __anext__(self) -> bytes:
         while True:
-            if self._pending is not None:
-                data, self._pending = self._pending, None
-                if data:
-                    return data
+            data = self._take_pending()
+            if data:
+                return data
             if self._done:
                 raise StopAsyncIteration
             try:
                 chunk = await asyncio.wait_for(self._call.read(), self._idle_s)
             except asyncio.TimeoutError:
                 self.close()
-                raise DeadlineExceeded(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"ReadStream from {self.address} sent nothing for {self._idle_s:g} s",
-                ) from None
+                raise self._stall() from None
             except grpc.RpcError as e:
                 self._done = True
                 raise error_from_code(e.code(), e.details() or "") from None
             if chunk is grpc.aio.EOF:
                 self._done = True
-                if self._received != self.total_size:
-                    raise ProtocolError(None, f"ReadStream ended after {self._received} of its {self.total_size} bytes")
+                short = self._short()
+                if short is not None:
+                    raise short
                 raise StopAsyncIteration
             self._pending = self._account(chunk.data)
 
@@ -162,15 +137,10 @@ class AsyncClient:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         options: Optional[Sequence[Tuple[str, Any]]] = None,
     ) -> None:
-        self._tls = tls_config(tls)
-        self._addresses = coordinator_list(coordinators, tls=self._tls is not None)
-        self._policy = _retry.RetryPolicy.make(retries, timeout_s, deadline_s)
-        self._metadata = auth_metadata(token)
-        if not connect_timeout_s > 0:
-            raise ValueError(f"connect_timeout_s must be positive (got {connect_timeout_s!r})")
-        self._connect_timeout_s = float(connect_timeout_s)
-        self._credentials = self._tls.credentials() if self._tls is not None else None
-        self._options = channel_options(self._tls, connect_timeout_s) + list(options or ())
+        s = _calls.settings(coordinators, token, tls, timeout_s, retries, deadline_s, connect_timeout_s, options)
+        self._tls, self._addresses, self._policy, self._metadata = s.tls, s.addresses, s.policy, s.metadata
+        self._connect_timeout_s = s.connect_timeout_s
+        self._credentials, self._options = s.credentials, s.options
         self._conns: Optional[List[_AConn]] = None
         self._preferred = 0
         self._closed = False
@@ -218,49 +188,27 @@ class AsyncClient:
 
     async def _call(self, kind: CallKind, op: Callable[[_AConn, float], Awaitable[T]]) -> T:
         conns = self._connections()
-        policy = self._policy
-        call_deadline = time.monotonic() + policy.deadline_s
-        first = self._preferred
-        failures: List[AttemptFailure] = []
-        attempt = 0
+        attempts = _calls.Attempts(self._policy, kind, self._preferred, len(conns))
         while True:
-            index = _retry.coordinator_for(first, attempt, len(conns))
+            index, timeout = attempts.next()
             conn = conns[index]
-            timeout = policy.attempt_timeout(time.monotonic(), call_deadline)
-            if timeout is None:
-                raise _retry.give_up(failures, Stop.DEADLINE, kind)
-            data_sent = False
             try:
                 result = await op(conn, timeout)
-            except _Failed as e:
-                failure, code, detail, data_sent = e.failure, e.code, e.detail, e.data_sent
-            except grpc.RpcError as e:
-                code, detail = e.code(), e.details() or ""
-                failure = _retry.classify(code, detail)
+            except (_Failed, grpc.RpcError) as e:
+                answer = attempts.failed(conn.address, e)
             else:
                 self._preferred = index
                 return result
-            if failure is Failure.ANSWER:
+            if answer is not None:
                 self._preferred = index
-                raise error_from_code(code, detail)
-            failures.append(AttemptFailure(conn.address, failure, detail or code.name))
-            if not _retry.should_retry(kind, failure, data_sent):
-                raise _retry.give_up(failures, Stop.UNSAFE, kind)
-            attempt += 1
-            if attempt >= policy.attempts:
-                raise _retry.give_up(failures, Stop.EXHAUSTED, kind)
-            pause = policy.pause_before(attempt, time.monotonic(), call_deadline)
-            if pause is None:
-                raise _retry.give_up(failures, Stop.DEADLINE, kind)
-            await asyncio.sleep(pause)
+                raise answer
+            await asyncio.sleep(attempts.pause())
 
     # ------------------------------------------------------------------
     # Point calls
 
     async def put(self, key: KeyLike, value: ValueLike, namespace: str = "", ttl_s: Optional[float] = None) -> int:
-        request = pb2.WriteRequest(
-            namespace=check_namespace(namespace), key=to_key(key), value=to_value(value), ttl_ms=ttl_ms(ttl_s)
-        )
+        request = _calls.write_request(key, value, namespace, ttl_s)
         md = self._metadata
 
         async def op(conn: _AConn, timeout: float) -> int:
@@ -269,14 +217,13 @@ class AsyncClient:
         return await self._call(CallKind.IDEMPOTENT, op)
 
     async def get_versioned(self, key: KeyLike, namespace: str = "") -> Optional[Value]:
-        request = pb2.ReadRequest(namespace=check_namespace(namespace), key=to_key(key))
+        request = _calls.read_request(key, namespace)
         md = self._metadata
 
         async def op(conn: _AConn, timeout: float) -> Any:
             return await conn.stub.ReadCache(request, timeout=timeout, metadata=md)
 
-        found = await self._call(CallKind.IDEMPOTENT, op)
-        return Value(found.value, found.version) if found.found else None
+        return _calls.value_from(await self._call(CallKind.IDEMPOTENT, op))
 
     async def get(self, key: KeyLike, namespace: str = "") -> Optional[bytes]:
         found = await self.get_versioned(key, namespace)
@@ -290,13 +237,7 @@ class AsyncClient:
         namespace: str = "",
         ttl_s: Optional[float] = None,
     ) -> int:
-        request = pb2.UpdateRequest(
-            namespace=check_namespace(namespace),
-            key=to_key(key),
-            value=to_value(value),
-            expected_version=_expected_version(expected_version),
-            ttl_ms=ttl_ms(ttl_s),
-        )
+        request = _calls.update_request(key, value, expected_version, namespace, ttl_s)
         md = self._metadata
 
         async def op(conn: _AConn, timeout: float) -> int:
@@ -305,7 +246,7 @@ class AsyncClient:
         return await self._call(CallKind.COMPARE_AND_SET, op)
 
     async def delete(self, key: KeyLike, namespace: str = "") -> bool:
-        request = pb2.DeleteRequest(namespace=check_namespace(namespace), key=to_key(key))
+        request = _calls.delete_request(key, namespace)
         md = self._metadata
 
         async def op(conn: _AConn, timeout: float) -> bool:
@@ -331,38 +272,22 @@ class AsyncClient:
         namespace: str = "",
         ttl_s: Optional[float] = None,
     ) -> List[int]:
-        pairs = batch_items(items)
-        ns = check_namespace(namespace)
-        ttl = ttl_ms(ttl_s)
         md = self._metadata
         versions: List[int] = []
-        for run in plan_batches([len(k) + len(v) for k, v in pairs]):
-            request = pb2.BatchWriteRequest(
-                namespace=ns, entries=[pb2.KeyValue(key=k, value=v, ttl_ms=ttl) for k, v in pairs[run.start : run.stop]]
-            )
+        for request, count in _calls.batch_writes(items, namespace, ttl_s):
 
             async def op(conn: _AConn, timeout: float, request: Any = request) -> List[int]:
                 return list((await conn.stub.BatchWrite(request, timeout=timeout, metadata=md)).versions)
 
-            got = await self._call(CallKind.IDEMPOTENT, op)
-            if len(got) != len(run):
-                raise ProtocolError(None, f"BatchWrite of {len(run)} entries returned {len(got)} versions")
-            versions += got
+            versions += _calls.batch_versions(await self._call(CallKind.IDEMPOTENT, op), count)
         return versions
 
     async def get_many_versioned(
         self, keys: Iterable[KeyLike], namespace: str = "", *, _sizes: Optional[Sequence[int]] = None
     ) -> List[Optional[Value]]:
-        keys = [to_key(k) for k in keys]
-        ns = check_namespace(namespace)
         md = self._metadata
-        results: List[Optional[Value]] = [None] * len(keys)
-        sizes = list(_sizes) if _sizes is not None else [len(k) for k in keys]
-        todo = [(run.start, run.stop) for run in plan_batches(sizes)]
-        todo.reverse()
-        while todo:
-            start, stop = todo.pop()
-            request = pb2.BatchReadRequest(namespace=ns, keys=keys[start:stop])
+        batches = _calls.BatchReads(keys, namespace, _sizes)
+        for request in batches:
 
             async def op(conn: _AConn, timeout: float, request: Any = request) -> List[Any]:
                 return list((await conn.stub.BatchRead(request, timeout=timeout, metadata=md)).results)
@@ -370,17 +295,12 @@ class AsyncClient:
             try:
                 got = await self._call(CallKind.IDEMPOTENT, op)
             except TooLarge:
-                if stop - start == 1:
-                    results[start] = await self._read_value(keys[start], ns, as_bytes=True)
-                    continue
-                middle = (start + stop) // 2
-                todo += [(middle, stop), (start, middle)]
+                key = batches.split()
+                if key is not None:
+                    batches.results[batches.start] = await self._read_value(key, batches.namespace, as_bytes=True)
                 continue
-            if len(got) != stop - start:
-                raise ProtocolError(None, f"BatchRead of {stop - start} keys returned {len(got)} results")
-            for i, r in enumerate(got, start):
-                results[i] = Value(r.value, r.version) if r.found else None
-        return results
+            batches.receive(got)
+        return batches.results
 
     async def get_many(self, keys: Iterable[KeyLike], namespace: str = "") -> List[Optional[bytes]]:
         return [None if r is None else r.value for r in await self.get_many_versioned(keys, namespace)]
@@ -398,15 +318,11 @@ class AsyncClient:
     ) -> int:
         """As :meth:`opticache.Client.put_stream`; ``source`` may also be an
         async iterable of bytes. Files are read in a worker thread."""
-        ns = check_namespace(namespace)
-        key_bytes = to_key(key)
-        ttl = ttl_ms(ttl_s)
+        head = _calls.write_head(key, namespace, ttl_s)
         pieces, total, close = await _open_source(source, total_size)
         try:
             chunks = _chunks(pieces, Rechunker(total))
-            head = pb2.WriteChunk(
-                namespace=ns, key=key_bytes, ttl_ms=ttl, total_size=total, data=await chunks.__anext__()
-            )
+            head.total_size, head.data = total, await chunks.__anext__()
 
             async def op(conn: _AConn, timeout: float) -> int:
                 return await self._upload(conn, timeout, head, chunks)
@@ -416,23 +332,21 @@ class AsyncClient:
             await close()
 
     async def _upload(self, conn: _AConn, timeout: float, head: Any, chunks: AsyncIterator[bytes]) -> int:
-        idle = self._policy.attempt_timeout_s
-        state: dict = {"sent": False, "advanced": False, "last": time.monotonic(), "failure": None}
+        upload = _calls.Upload(self._policy.attempt_timeout_s)
 
         async def body() -> AsyncIterator[Any]:
-            state["sent"] = True
-            state["last"] = time.monotonic()
+            upload.started()
             yield head
             while True:
-                state["advanced"] = True
+                upload.advanced = True
                 try:
                     data = await chunks.__anext__()
                 except StopAsyncIteration:
                     return
                 except Exception as e:  # noqa: BLE001 - reported to the caller below
-                    state["failure"] = e  # ending short makes the coordinator store nothing
+                    upload.failure = e  # ending short makes the coordinator store nothing
                     return
-                state["last"] = time.monotonic()
+                upload.progressed()
                 yield pb2.WriteChunk(data=data)
 
         call = conn.stub.WriteStream(body(), metadata=self._metadata)
@@ -444,7 +358,7 @@ class AsyncClient:
         stalled = False
         try:
             while not task.done():
-                left = state["last"] + idle - time.monotonic()
+                left = upload.time_left()
                 if left <= 0:
                     stalled = True
                     call.cancel()
@@ -465,23 +379,14 @@ class AsyncClient:
             stalled = True
             response = None
         except grpc.RpcError as e:
-            if state["failure"] is not None:
-                raise state["failure"] from None  # type: ignore[misc]
-            code, detail = e.code(), e.details() or ""
-            failure = _retry.classify(code, detail)
-            raise _Failed(failure, code, detail, _data_sent(state, failure)) from None
+            raise upload.rpc_error(e) from None
         finally:
             if not task.done():
                 task.cancel()
-        if state["failure"] is not None:
-            raise state["failure"]  # type: ignore[misc]
+        if upload.failure is not None:
+            raise upload.failure
         if stalled or response is None:
-            raise _Failed(
-                Failure.DEADLINE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"WriteStream made no progress for {idle:g} s",
-                _data_sent(state, Failure.DEADLINE),
-            )
+            raise upload.stalled()
         return response.version
 
     async def get_stream(
@@ -505,7 +410,7 @@ class AsyncClient:
         return StreamInfo(stream.version, stream.total_size)
 
     async def _open_stream(self, key: bytes, namespace: str) -> Optional[AsyncValueStream]:
-        request = pb2.ReadRequest(namespace=namespace, key=key)
+        request = _calls.read_request(key, namespace)
         md = self._metadata
         idle = self._policy.attempt_timeout_s
 
@@ -515,16 +420,13 @@ class AsyncClient:
                 first = await asyncio.wait_for(call.read(), timeout)
             except asyncio.TimeoutError:
                 call.cancel()
-                raise _Failed(
-                    Failure.DEADLINE, grpc.StatusCode.DEADLINE_EXCEEDED, f"ReadStream sent nothing for {timeout:g} s"
-                ) from None
+                raise _calls.first_chunk_timeout(timeout) from None
             except grpc.RpcError as e:
-                code, detail = e.code(), e.details() or ""
-                if code == grpc.StatusCode.NOT_FOUND and _retry.classify(code, detail) is Failure.ANSWER:
+                if _calls.is_miss(e):
                     return None
                 raise
             if first is grpc.aio.EOF:
-                raise ProtocolError(None, "ReadStream ended before its first chunk")
+                raise _calls.first_chunk_missing()
             return AsyncValueStream(call, first, idle, conn.address)
 
         return await self._call(CallKind.IDEMPOTENT, op)
@@ -536,24 +438,19 @@ class AsyncClient:
         async with stream:
             buffer = bytearray(stream.total_size)
             await stream.readinto(buffer)
-        return Value(bytes(buffer) if as_bytes else buffer, stream.version)  # type: ignore[arg-type]
+        return _calls.value_in(buffer, stream.version, as_bytes)
 
     # ------------------------------------------------------------------
     # Arrays and parameter sets (see opticache.params)
 
     async def _run(self, flow: params.Flow) -> Any:
-        result: Any = None
-        error: Optional[BaseException] = None
-        while True:
+        steps = _calls.FlowSteps(flow)
+        for op in steps:
             try:
-                op = flow.throw(error) if error is not None else flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-            result, error = None, None
-            try:
-                result = await getattr(self, op.name)(*op.args, **op.kwargs)
+                steps.result = await getattr(self, op.name)(*op.args, **op.kwargs)
             except OptiCacheError as e:
-                error = e
+                steps.error = e
+        return steps.value
 
     async def put_array(
         self,
@@ -667,10 +564,10 @@ async def _open_source(
     if is_path(source):
         f = await asyncio.to_thread(open, source, "rb")
         size = file_size_left(f)
-        return _file_pieces(f), (size if total_size is None else total_size), closer(f)  # type: ignore[return-value]
+        return _file_pieces(f), _calls.source_total(size, total_size), closer(f)  # type: ignore[return-value]
     if is_bytes_like(source):
         view = memoryview(source)
-        return _iter_pieces([view]), (view.nbytes if total_size is None else total_size), nothing
+        return _iter_pieces([view]), _calls.source_total(view.nbytes, total_size), nothing
     if hasattr(source, "read"):
         coroutine_read = inspect.iscoroutinefunction(source.read)
         pieces = _async_file_pieces(source) if coroutine_read else _file_pieces(source)
@@ -706,8 +603,5 @@ async def _write_path(path: str, stream: AsyncValueStream) -> None:
             f.close()
         os.replace(partial, path)
     except BaseException:
-        try:
-            os.unlink(partial)
-        except OSError:
-            pass
+        _calls.discard(partial)
         raise

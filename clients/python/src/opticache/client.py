@@ -5,14 +5,15 @@ shared by many threads (it holds one gRPC channel per coordinator)."""
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 
-from . import _retry, params
+from . import _calls, params
+from ._calls import Failed as _Failed
+from ._calls import partial_path
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_COORDINATORS,
@@ -25,41 +26,20 @@ from ._common import (
     TlsLike,
     Value,
     ValueLike,
-    auth_metadata,
-    batch_items,
-    channel_options,
     check_namespace,
     cluster_status_from,
-    coordinator_list,
     file_size_left,
     is_bytes_like,
     is_path,
-    plan_batches,
     read_pieces,
     spool,
-    tls_config,
     to_key,
-    to_value,
-    ttl_ms,
 )
-from ._common import expected_version as _expected_version
 from ._proto import pb2, pb2_grpc
-from ._retry import AttemptFailure, CallKind, Failure, Stop
-from .errors import DeadlineExceeded, OptiCacheError, ProtocolError, TooLarge, error_from_code
+from ._retry import CallKind
+from .errors import OptiCacheError, TooLarge, error_from_code
 
 T = TypeVar("T")
-
-
-class _Failed(Exception):
-    """One attempt failed in a way the client sorted itself (a connect
-    timeout, a stalled stream), or a stream failed after sending data."""
-
-    def __init__(self, failure: Failure, code: grpc.StatusCode, detail: str, data_sent: bool = False) -> None:
-        super().__init__(detail)
-        self.failure = failure
-        self.code = code
-        self.detail = detail
-        self.data_sent = data_sent
 
 
 class _Conn:
@@ -114,39 +94,24 @@ class _Watchdog:
             self._on_fire()
 
 
-class ValueStream:
+class ValueStream(_calls.StreamReading):
     """A value being read chunk by chunk (ReadStream). Iterate it for the
     chunks (bytes, at most 1 MiB each); ``version`` and ``total_size`` are
     known from the start. Close it (or use ``with``) to stop early."""
 
     def __init__(self, call: Any, first: Any, watchdog: _Watchdog, idle_s: float, address: str) -> None:
-        self.version: int = first.version
-        self.total_size: int = first.total_size
-        #: The coordinator that serves the stream.
-        self.address = address
         self._call = call
         self._watchdog = watchdog
-        self._idle_s = idle_s
-        self._received = 0
-        self._done = False
-        self._pending: Optional[bytes] = self._account(first.data)
-
-    def _account(self, data: bytes) -> bytes:
-        self._received += len(data)
-        if self._received > self.total_size:
-            self.close()
-            raise ProtocolError(None, f"ReadStream sent {self._received} bytes of a value of {self.total_size} bytes")
-        return data
+        self._start(first, idle_s, address)
 
     def __iter__(self) -> "ValueStream":
         return self
 
     def __next__(self) -> bytes:
         while True:
-            if self._pending is not None:
-                data, self._pending = self._pending, None
-                if data:
-                    return data
+            data = self._take_pending()
+            if data:
+                return data
             if self._done:
                 raise StopIteration
             self._watchdog.arm(self._idle_s)
@@ -154,18 +119,14 @@ class ValueStream:
                 chunk = next(self._call)
             except StopIteration:
                 self._finish()
-                if self._received != self.total_size:
-                    raise ProtocolError(
-                        None, f"ReadStream ended after {self._received} of its {self.total_size} bytes"
-                    ) from None
+                short = self._short()
+                if short is not None:
+                    raise short from None
                 raise
             except grpc.RpcError as e:
                 self._finish()
                 if self._watchdog.fired:
-                    raise DeadlineExceeded(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"ReadStream from {self.address} sent nothing for {self._idle_s:g} s",
-                    ) from None
+                    raise self._stall() from None
                 raise error_from_code(e.code(), e.details() or "") from None
             finally:
                 self._watchdog.disarm()
@@ -242,21 +203,15 @@ class Client:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         options: Optional[Sequence[Tuple[str, Any]]] = None,
     ) -> None:
-        self._tls = tls_config(tls)
-        self._addresses = coordinator_list(coordinators, tls=self._tls is not None)
-        self._policy = _retry.RetryPolicy.make(retries, timeout_s, deadline_s)
-        self._metadata = auth_metadata(token)
-        if not connect_timeout_s > 0:
-            raise ValueError(f"connect_timeout_s must be positive (got {connect_timeout_s!r})")
-        self._connect_timeout_s = float(connect_timeout_s)
-        credentials = self._tls.credentials() if self._tls is not None else None
-        chan_options = channel_options(self._tls, connect_timeout_s) + list(options or ())
+        s = _calls.settings(coordinators, token, tls, timeout_s, retries, deadline_s, connect_timeout_s, options)
+        self._tls, self._addresses, self._policy, self._metadata = s.tls, s.addresses, s.policy, s.metadata
+        self._connect_timeout_s = s.connect_timeout_s
         self._conns: List[_Conn] = []
         for address in self._addresses:
-            if credentials is None:
-                channel = grpc.insecure_channel(address, options=chan_options)
+            if s.credentials is None:
+                channel = grpc.insecure_channel(address, options=s.options)
             else:
-                channel = grpc.secure_channel(address, credentials, options=chan_options)
+                channel = grpc.secure_channel(address, s.credentials, options=s.options)
             self._conns.append(_Conn(address, channel))
         self._preferred = 0
         self._closed = False
@@ -298,42 +253,22 @@ class Client:
         an answer that is not a fail-over reason, or the policy says stop."""
         if self._closed:
             raise ValueError("the client is closed")
-        policy = self._policy
-        call_deadline = time.monotonic() + policy.deadline_s
-        first = self._preferred
-        failures: List[AttemptFailure] = []
-        attempt = 0
+        attempts = _calls.Attempts(self._policy, kind, self._preferred, len(self._conns))
         while True:
-            index = _retry.coordinator_for(first, attempt, len(self._conns))
+            index, timeout = attempts.next()
             conn = self._conns[index]
-            timeout = policy.attempt_timeout(time.monotonic(), call_deadline)
-            if timeout is None:
-                raise _retry.give_up(failures, Stop.DEADLINE, kind)
-            data_sent = False
             try:
                 result = op(conn, timeout)
-            except _Failed as e:
-                failure, code, detail, data_sent = e.failure, e.code, e.detail, e.data_sent
-            except grpc.RpcError as e:
-                code, detail = e.code(), e.details() or ""
-                failure = _retry.classify(code, detail)
+            except (_Failed, grpc.RpcError) as e:
+                answer = attempts.failed(conn.address, e)
             else:
                 self._preferred = index
                 return result
-            if failure is Failure.ANSWER:
+            if answer is not None:
                 # The coordinator is alive and this is the cluster's answer.
                 self._preferred = index
-                raise error_from_code(code, detail)
-            failures.append(AttemptFailure(conn.address, failure, detail or code.name))
-            if not _retry.should_retry(kind, failure, data_sent):
-                raise _retry.give_up(failures, Stop.UNSAFE, kind)
-            attempt += 1
-            if attempt >= policy.attempts:
-                raise _retry.give_up(failures, Stop.EXHAUSTED, kind)
-            pause = policy.pause_before(attempt, time.monotonic(), call_deadline)
-            if pause is None:
-                raise _retry.give_up(failures, Stop.DEADLINE, kind)
-            time.sleep(pause)
+                raise answer
+            time.sleep(attempts.pause())
 
     # ------------------------------------------------------------------
     # Point calls
@@ -341,9 +276,7 @@ class Client:
     def put(self, key: KeyLike, value: ValueLike, namespace: str = "", ttl_s: Optional[float] = None) -> int:
         """Stores ``value`` under ``key`` (WriteCache, an upsert); the version
         the cluster gave the write. ``ttl_s``: None never expires."""
-        request = pb2.WriteRequest(
-            namespace=check_namespace(namespace), key=to_key(key), value=to_value(value), ttl_ms=ttl_ms(ttl_s)
-        )
+        request = _calls.write_request(key, value, namespace, ttl_s)
         md = self._metadata
         return self._call(
             CallKind.IDEMPOTENT,
@@ -352,13 +285,13 @@ class Client:
 
     def get_versioned(self, key: KeyLike, namespace: str = "") -> Optional[Value]:
         """Reads ``key`` (ReadCache): ``Value(value, version)``, or None on a miss."""
-        request = pb2.ReadRequest(namespace=check_namespace(namespace), key=to_key(key))
+        request = _calls.read_request(key, namespace)
         md = self._metadata
         found = self._call(
             CallKind.IDEMPOTENT,
             lambda conn, timeout: conn.stub.ReadCache(request, timeout=timeout, metadata=md),
         )
-        return Value(found.value, found.version) if found.found else None
+        return _calls.value_from(found)
 
     def get(self, key: KeyLike, namespace: str = "") -> Optional[bytes]:
         """Reads ``key``: its value, or None on a miss."""
@@ -379,15 +312,8 @@ class Client:
         missing key is :class:`NotFound`. Repeated on another coordinator
         only after a connect failure: a compare-and-set that may have been
         applied is never sent twice."""
-        request = pb2.UpdateRequest(
-            namespace=check_namespace(namespace),
-            key=to_key(key),
-            value=to_value(value),
-            expected_version=_expected_version(expected_version),
-            ttl_ms=ttl_ms(ttl_s),
-        )
+        request = _calls.update_request(key, value, expected_version, namespace, ttl_s)
         md = self._metadata
-
         return self._call(
             CallKind.COMPARE_AND_SET,
             lambda conn, timeout: conn.stub.UpdateCache(request, timeout=timeout, metadata=md).version,
@@ -396,7 +322,7 @@ class Client:
     def delete(self, key: KeyLike, namespace: str = "") -> bool:
         """Deletes ``key`` (DeleteCache): True if it existed. After a retried
         attempt the answer may be False although this call deleted it."""
-        request = pb2.DeleteRequest(namespace=check_namespace(namespace), key=to_key(key))
+        request = _calls.delete_request(key, namespace)
         md = self._metadata
         return self._call(
             CallKind.IDEMPOTENT,
@@ -429,24 +355,16 @@ class Client:
         the versions, in order. Cut into several calls when over the
         cluster's batch limits (4096 entries, 64 MiB of keys and values).
         Not atomic: if a call fails, entries of earlier calls stay written."""
-        pairs = batch_items(items)
-        ns = check_namespace(namespace)
-        ttl = ttl_ms(ttl_s)
         md = self._metadata
         versions: List[int] = []
-        for run in plan_batches([len(k) + len(v) for k, v in pairs]):
-            request = pb2.BatchWriteRequest(
-                namespace=ns, entries=[pb2.KeyValue(key=k, value=v, ttl_ms=ttl) for k, v in pairs[run.start : run.stop]]
-            )
+        for request, count in _calls.batch_writes(items, namespace, ttl_s):
             got = self._call(
                 CallKind.IDEMPOTENT,
                 lambda conn, timeout, request=request: list(
                     conn.stub.BatchWrite(request, timeout=timeout, metadata=md).versions
                 ),
             )
-            if len(got) != len(run):
-                raise ProtocolError(None, f"BatchWrite of {len(run)} entries returned {len(got)} versions")
-            versions += got
+            versions += _calls.batch_versions(got, count)
         return versions
 
     def get_many_versioned(
@@ -455,16 +373,9 @@ class Client:
         """Reads many keys (BatchRead): ``Value`` or None for each, in order.
         Cut into several calls when over the batch limits; a call whose values
         come to more than 64 MiB is cut in halves."""
-        keys = [to_key(k) for k in keys]
-        ns = check_namespace(namespace)
         md = self._metadata
-        results: List[Optional[Value]] = [None] * len(keys)
-        sizes = list(_sizes) if _sizes is not None else [len(k) for k in keys]
-        todo = [(run.start, run.stop) for run in plan_batches(sizes)]
-        todo.reverse()
-        while todo:
-            start, stop = todo.pop()
-            request = pb2.BatchReadRequest(namespace=ns, keys=keys[start:stop])
+        batches = _calls.BatchReads(keys, namespace, _sizes)
+        for request in batches:
             try:
                 got = self._call(
                     CallKind.IDEMPOTENT,
@@ -473,17 +384,12 @@ class Client:
                     ),
                 )
             except TooLarge:
-                if stop - start == 1:
-                    results[start] = self._read_value(keys[start], ns, as_bytes=True)
-                    continue
-                middle = (start + stop) // 2
-                todo += [(middle, stop), (start, middle)]
+                key = batches.split()
+                if key is not None:
+                    batches.results[batches.start] = self._read_value(key, batches.namespace, as_bytes=True)
                 continue
-            if len(got) != stop - start:
-                raise ProtocolError(None, f"BatchRead of {stop - start} keys returned {len(got)} results")
-            for i, r in enumerate(got, start):
-                results[i] = Value(r.value, r.version) if r.found else None
-        return results
+            batches.receive(got)
+        return batches.results
 
     def get_many(self, keys: Iterable[KeyLike], namespace: str = "") -> List[Optional[bytes]]:
         """Reads many keys: the value or None for each, in order."""
@@ -513,45 +419,39 @@ class Client:
         Repeated on another coordinator only if no data was sent yet; once
         data flows, the stream fails when it makes no progress for
         ``timeout_s``."""
-        ns = check_namespace(namespace)
-        key_bytes = to_key(key)
-        ttl = ttl_ms(ttl_s)
+        head = _calls.write_head(key, namespace, ttl_s)
         pieces, total, close = _open_source(source, total_size)
         try:
             chunks = _chunks(pieces, Rechunker(total))
-            head = pb2.WriteChunk(namespace=ns, key=key_bytes, ttl_ms=ttl, total_size=total, data=next(chunks))
+            head.total_size, head.data = total, next(chunks)
             return self._call(CallKind.STREAM, lambda conn, timeout: self._upload(conn, timeout, head, chunks))
         finally:
             close()
 
     def _upload(self, conn: _Conn, timeout: float, head: Any, chunks: Iterator[bytes]) -> int:
-        idle = self._policy.attempt_timeout_s
-        # sent: the first chunk was handed to gRPC; advanced: the source was
-        # read past it (it cannot be replayed any more).
-        state = {"sent": False, "advanced": False, "last": time.monotonic(), "failure": None}
+        upload = _calls.Upload(self._policy.attempt_timeout_s)
 
         def body() -> Iterator[Any]:
-            state["sent"] = True
-            state["last"] = time.monotonic()
+            upload.started()
             yield head
             while True:
-                state["advanced"] = True
+                upload.advanced = True
                 try:
                     data = next(chunks)
                 except StopIteration:
                     return
                 except BaseException as e:  # noqa: BLE001 - reported to the caller below
                     # Ending the stream short makes the coordinator store nothing.
-                    state["failure"] = e
+                    upload.failure = e
                     return
-                state["last"] = time.monotonic()
+                upload.progressed()
                 yield pb2.WriteChunk(data=data)
 
         future = conn.stub.WriteStream.future(body(), metadata=self._metadata)
         stalled = False
         try:
             while True:
-                left = state["last"] + idle - time.monotonic()
+                left = upload.time_left()
                 if left <= 0:
                     stalled = True
                     future.cancel()
@@ -562,22 +462,13 @@ class Client:
                 except grpc.FutureTimeoutError:
                     continue
         except grpc.RpcError as e:
-            if state["failure"] is not None:
-                raise state["failure"] from None  # type: ignore[misc]
-            code, detail = e.code(), e.details() or ""
-            failure = _retry.classify(code, detail)
-            raise _Failed(failure, code, detail, _data_sent(state, failure)) from None
+            raise upload.rpc_error(e) from None
         except grpc.FutureCancelledError:
             stalled = True
-        if state["failure"] is not None:
-            raise state["failure"]  # type: ignore[misc]
+        if upload.failure is not None:
+            raise upload.failure
         if stalled:
-            raise _Failed(
-                Failure.DEADLINE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"WriteStream made no progress for {idle:g} s",
-                _data_sent(state, Failure.DEADLINE),
-            )
+            raise upload.stalled()
         return response.version
 
     def get_stream(self, key: KeyLike, dest: Any = None, namespace: str = "") -> Union[None, ValueStream, StreamInfo]:
@@ -603,7 +494,7 @@ class Client:
         return StreamInfo(stream.version, stream.total_size)
 
     def _open_stream(self, key: bytes, namespace: str) -> Optional[ValueStream]:
-        request = pb2.ReadRequest(namespace=namespace, key=key)
+        request = _calls.read_request(key, namespace)
         md = self._metadata
         idle = self._policy.attempt_timeout_s
 
@@ -617,17 +508,12 @@ class Client:
                 first = next(call)
             except StopIteration:
                 watchdog.stop()
-                raise ProtocolError(None, "ReadStream ended before its first chunk") from None
+                raise _calls.first_chunk_missing() from None
             except grpc.RpcError as e:
                 watchdog.stop()
                 if watchdog.fired:
-                    raise _Failed(
-                        Failure.DEADLINE,
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"ReadStream sent nothing for {timeout:g} s",
-                    ) from None
-                code, detail = e.code(), e.details() or ""
-                if code == grpc.StatusCode.NOT_FOUND and _retry.classify(code, detail) is Failure.ANSWER:
+                    raise _calls.first_chunk_timeout(timeout) from None
+                if _calls.is_miss(e):
                     return None  # a miss
                 raise
             watchdog.disarm()
@@ -644,24 +530,19 @@ class Client:
         with stream:
             buffer = bytearray(stream.total_size)
             stream.readinto(buffer)
-        return Value(bytes(buffer) if as_bytes else buffer, stream.version)  # type: ignore[arg-type]
+        return _calls.value_in(buffer, stream.version, as_bytes)
 
     # ------------------------------------------------------------------
     # Arrays and parameter sets (see opticache.params)
 
     def _run(self, flow: params.Flow) -> Any:
-        result: Any = None
-        error: Optional[BaseException] = None
-        while True:
+        steps = _calls.FlowSteps(flow)
+        for op in steps:
             try:
-                op = flow.throw(error) if error is not None else flow.send(result)
-            except StopIteration as stop:
-                return stop.value
-            result, error = None, None
-            try:
-                result = getattr(self, op.name)(*op.args, **op.kwargs)
+                steps.result = getattr(self, op.name)(*op.args, **op.kwargs)
             except OptiCacheError as e:
-                error = e
+                steps.error = e
+        return steps.value
 
     def put_array(
         self,
@@ -719,13 +600,6 @@ class Client:
         return self._run(params.delete_params_flow(model, version))
 
 
-def _data_sent(state: dict, failure: Failure) -> bool:
-    """Whether a failed upload attempt may not be repeated: its source was
-    read past the first chunk (which is kept for a repeat), or that chunk
-    went out on a connection (a connect failure proves it did not)."""
-    return bool(state["advanced"] or (state["sent"] and failure is not Failure.CONNECT))
-
-
 def _chunks(pieces: Iterable[Any], rechunker: Rechunker) -> Iterator[bytes]:
     for piece in pieces:
         yield from rechunker.feed(piece)
@@ -742,10 +616,10 @@ def _open_source(source: Any, total_size: Optional[int]) -> Tuple[Iterable[Any],
     if is_path(source):
         f = open(source, "rb")
         size = file_size_left(f)
-        return read_pieces(f), (size if total_size is None else total_size), f.close  # type: ignore[return-value]
+        return read_pieces(f), _calls.source_total(size, total_size), f.close  # type: ignore[return-value]
     if is_bytes_like(source):
         view = memoryview(source)
-        return [view], (view.nbytes if total_size is None else total_size), nothing
+        return [view], _calls.source_total(view.nbytes, total_size), nothing
     if hasattr(source, "read"):
         if total_size is None:
             total_size = file_size_left(source)
@@ -764,11 +638,6 @@ def _open_source(source: Any, total_size: Optional[int]) -> Tuple[Iterable[Any],
     )
 
 
-def partial_path(path: str) -> str:
-    """A fresh name next to ``path`` for the file being downloaded."""
-    return f"{path}.{os.getpid()}.{secrets.token_hex(4)}.part"
-
-
 def _write_path(path: str, stream: ValueStream) -> None:
     partial = partial_path(path)
     try:
@@ -777,8 +646,5 @@ def _write_path(path: str, stream: ValueStream) -> None:
                 f.write(chunk)
         os.replace(partial, path)
     except BaseException:
-        try:
-            os.unlink(partial)
-        except OSError:
-            pass
+        _calls.discard(partial)
         raise
