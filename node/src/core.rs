@@ -14,6 +14,7 @@ use opticache_engine::stats::EngineStats;
 use opticache_proto::node::v1::ServingState;
 
 use crate::error::NodeError;
+use crate::figures::{Figures, HeartbeatFigures, Next};
 use crate::metrics::Metrics;
 use crate::router::shard_of;
 use crate::shard::{ShardHandle, ShardRequest};
@@ -30,6 +31,8 @@ pub struct NodeCore {
     pub metrics: Metrics,
     /// Keys whose newer write was refused for space: not served.
     pub refused: crate::refused::RefusedKeys,
+    /// The heartbeat's figures, answered without waiting for the shards.
+    figures: HeartbeatFigures,
     state: AtomicU8,
     /// The highest coordinator epoch seen in a heartbeat.
     epoch: AtomicU64,
@@ -46,6 +49,7 @@ impl NodeCore {
             clock: VersionClock::new(ORIGIN_NODE),
             metrics,
             refused: crate::refused::RefusedKeys::default(),
+            figures: HeartbeatFigures::default(),
             state: AtomicU8::new(ServingState::Recovering as u8),
             epoch: AtomicU64::new(0),
             started: Instant::now(),
@@ -127,5 +131,35 @@ impl NodeCore {
             out.push(self.call(shard, |reply| ShardRequest::Stats { reply }).await?);
         }
         Ok(out)
+    }
+
+    /// Keys and disk bytes for a heartbeat: the last figures the shards
+    /// gave, with a refresh started in the background (see [`crate::figures`]).
+    pub async fn heartbeat_figures(self: &Arc<Self>) -> Result<Figures, NodeError> {
+        match self.figures.begin(Instant::now()) {
+            Next::Answer { figures, refresh } => {
+                if refresh {
+                    let core = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let figures = core.sum_shard_figures().await.ok();
+                        core.figures.finish(figures);
+                    });
+                }
+                Ok(figures)
+            }
+            Next::WaitFirst => {
+                let figures = self.sum_shard_figures().await;
+                self.figures.finish(figures.as_ref().ok().copied());
+                figures
+            }
+            Next::Unresponsive { waited } => {
+                Err(NodeError::ShardUnresponsive { waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX) })
+            }
+        }
+    }
+
+    async fn sum_shard_figures(&self) -> Result<Figures, NodeError> {
+        let stats = self.shard_stats().await?;
+        Ok(Figures { keys: stats.iter().map(|s| s.keys).sum(), disk_bytes: stats.iter().map(|s| s.disk_bytes).sum() })
     }
 }

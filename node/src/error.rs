@@ -29,6 +29,8 @@ pub enum NodeError {
     NotServing(&'static str),
     #[error("shard {0} has stopped")]
     ShardStopped(u32),
+    #[error("a shard has not answered for {waited_ms} ms")]
+    ShardUnresponsive { waited_ms: u64 },
     #[error("no live value to update")]
     UpdateNotFound,
     #[error("no live value to read")]
@@ -106,7 +108,10 @@ impl From<NodeError> for Status {
             NodeError::ValueTooLarge { .. } | NodeError::BatchTooLong { .. } | NodeError::BatchTooLarge { .. } => {
                 Code::ResourceExhausted
             }
-            NodeError::NotServing(_) | NodeError::ShardStopped(_) | NodeError::RefusedNewer(_) => Code::Unavailable,
+            NodeError::NotServing(_)
+            | NodeError::ShardStopped(_)
+            | NodeError::ShardUnresponsive { .. }
+            | NodeError::RefusedNewer(_) => Code::Unavailable,
             NodeError::UpdateNotFound | NodeError::StreamNotFound => Code::NotFound,
             NodeError::VersionMismatch { .. } | NodeError::StaleEpoch { .. } => Code::FailedPrecondition,
             NodeError::StaleUpdate { .. } => Code::Aborted,

@@ -19,6 +19,7 @@
 pub mod core;
 pub mod datadir;
 pub mod error;
+pub mod figures;
 pub mod keys;
 pub mod metrics;
 pub mod options;

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::NodeCore;
 use crate::error::{NodeError, StreamError};
+use crate::figures::Figures;
 use crate::keys;
 use crate::metrics::Rpc;
 use crate::shard::{PutEntry, ShardRequest, StreamAborted, STREAM_CHUNKS_IN_FLIGHT_MAX};
@@ -347,19 +348,16 @@ impl NodeService {
     async fn heartbeat(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse, NodeError> {
         let epoch = self.core.observe_epoch(req.epoch);
         let state = self.core.state();
-        // Figures come from the shards, which answer only once recovered.
-        let (keys, disk_bytes) = if state == pb::ServingState::Serving {
-            let stats = self.core.shard_stats().await?;
-            (stats.iter().map(|s| s.keys).sum(), stats.iter().map(|s| s.disk_bytes).sum())
-        } else {
-            (0, 0)
-        };
+        // Figures come from the shards, which answer only once recovered;
+        // a heartbeat does not wait for them behind data calls.
+        let figures =
+            if state == pb::ServingState::Serving { self.core.heartbeat_figures().await? } else { Figures::default() };
         Ok(pb::HeartbeatResponse {
             node_id: self.core.node_id.clone(),
             shards: self.core.shards.len() as u32,
             state: state as i32,
-            keys,
-            disk_bytes,
+            keys: figures.keys,
+            disk_bytes: figures.disk_bytes,
             epoch,
             uptime_ms: self.core.uptime_ms(),
         })

@@ -377,6 +377,22 @@ async fn heartbeat_reports_identity_state_keys_and_the_highest_epoch() {
     assert_eq!(later.epoch, 7, "a higher epoch raises it");
     assert!(later.uptime_ms >= first.uptime_ms, "uptime goes forward");
 
+    // Later heartbeats answer from the figures of the previous refresh, so
+    // new keys show up within a heartbeat or two, not at once.
+    for i in 5..8 {
+        put(&mut client, &format!("k{i}"), "v", 0).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let keys = client.heartbeat(beat(7)).await.unwrap().into_inner().keys;
+        if keys == 8 {
+            break;
+        }
+        assert!(keys == 5, "keys are the old or the new count, not {keys}");
+        assert!(std::time::Instant::now() < deadline, "heartbeats still report {keys} keys");
+        tokio::task::yield_now().await;
+    }
+
     // Stats names the same node.
     let stats = client.stats(pb::StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.node_id, first.node_id);
@@ -389,7 +405,7 @@ async fn heartbeat_reports_identity_state_keys_and_the_highest_epoch() {
     let mut client = node.client().await;
     let after = client.heartbeat(beat(1)).await.expect("heartbeat after restart").into_inner();
     assert_eq!(after.node_id, first.node_id, "node_id is stable across a restart");
-    assert_eq!((after.shards, after.state(), after.keys), (2, pb::ServingState::Serving, 5));
+    assert_eq!((after.shards, after.state(), after.keys), (2, pb::ServingState::Serving, 8));
 }
 
 #[tokio::test]
