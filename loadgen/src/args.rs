@@ -149,6 +149,10 @@ pub struct RunArgs {
     /// Write an SVG chart of latency by percentile, one line per operation, to FILE.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// A server process whose CPU time over the measured window is reported,
+    /// per operation, beside loadgen's own (repeat for a cluster's processes).
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
 }
 
 /// Value sizes: one size, or a range drawn uniformly per write.

@@ -2,6 +2,9 @@
 //! p50 and p99 per operation and file, each with its ratio against the
 //! first file (the baseline).
 //!
+//! When any report measured CPU time, a second table follows: cores busy
+//! and CPU µs per call of loadgen and of the watched servers, per file.
+//!
 //! Invariants: operations appear in report order, each file's row under
 //! each operation in the order the files were given; an operation a file
 //! did not run shows `-` for it, and a ratio whose baseline is missing or
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::profile::OpKind;
-use crate::report::Report;
+use crate::report::{CpuSide, Report};
 use crate::stats::OpSummary;
 
 /// Reads the reports and renders the table.
@@ -51,7 +54,28 @@ pub fn compare(reports: &[(String, Report)]) -> String {
             );
         }
     }
+    if reports.iter().any(|(_, r)| r.cpu.is_some()) {
+        cpu_table(&mut out, reports);
+    }
     out
+}
+
+/// Cores busy and CPU µs per call, client and servers, one row per file.
+fn cpu_table(out: &mut String, reports: &[(String, Report)]) {
+    let _ = writeln!(out, "\n| file | target | loadgen cores | loadgen µs/call | server cores | server µs/call |");
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|");
+    for (label, report) in reports {
+        let cells = |side| match report.cpu_use(side) {
+            Some((cores, us)) => (format!("{cores:.2}"), format!("{us:.1}")),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let ((client_cores, client_us), (server_cores, server_us)) = (cells(CpuSide::Client), cells(CpuSide::Servers));
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {client_cores} | {client_us} | {server_cores} | {server_us} |",
+            report.target
+        );
+    }
 }
 
 fn find(report: &Report, kind: OpKind) -> Option<&OpSummary> {
@@ -72,6 +96,7 @@ mod tests {
 
     use super::*;
     use crate::args::{Plan, RunArgs};
+    use crate::cpu::CpuWindow;
     use crate::driver::LatencyOrigin;
     use crate::report::{Machine, Totals};
     use crate::stats::Latency;
@@ -116,6 +141,7 @@ mod tests {
             measured_ms: 1_000,
             latency_origin: LatencyOrigin::Actual,
             preload: None,
+            cpu: None,
             totals: Totals { ops: 0, ok: 0, errors: 0, missed_keys: 0 },
             ops,
         }
@@ -132,6 +158,30 @@ mod tests {
         assert_eq!(lines[3], "| read | b.json | redis://r:1 | 2000 | 2.00x | 0.050 | 0.50x | 0.800 | 2.00x | 0 |");
         assert_eq!(lines[4], "| write | a.json | node://n:1 | 500 | 1.00x | 0.200 | 1.00x | 0.800 | 1.00x | 0 |");
         assert_eq!(lines[5], "| write | b.json | redis://r:1 | - | - | - | - | - | - | - |");
+    }
+
+    #[test]
+    fn cpu_per_call_gets_its_own_table_when_measured() {
+        let mut a = report("node://n:1", vec![op(OpKind::Read, 1000.0, 100, 400)]);
+        a.totals.ops = 2_000;
+        a.cpu = Some(CpuWindow {
+            window_ms: 2_000,
+            client_cpu_ms: Some(1_000),
+            server_cpu_ms: Some(3_000),
+            server_pids: vec![7],
+        });
+        let mut b = report("redis://r:1", vec![op(OpKind::Read, 2000.0, 50, 800)]);
+        b.totals.ops = 4_000;
+        b.cpu =
+            Some(CpuWindow { window_ms: 2_000, client_cpu_ms: Some(400), server_cpu_ms: None, server_pids: vec![] });
+        let c = report("node://n:2", vec![op(OpKind::Read, 10.0, 5, 5)]);
+        let table = compare(&[("a".into(), a), ("b".into(), b), ("c".into(), c)]);
+        // 1 s of loadgen CPU over 2,000 calls is 500 µs each; 3 s of server CPU in a 2 s window is 1.5 cores.
+        assert!(table.contains("| a | node://n:1 | 0.50 | 500.0 | 1.50 | 1500.0 |"), "{table}");
+        assert!(table.contains("| b | redis://r:1 | 0.20 | 100.0 | - | - |"), "{table}");
+        assert!(table.contains("| c | node://n:2 | - | - | - | - |"), "{table}");
+        let without = compare(&[("c".into(), report("node://n:2", vec![op(OpKind::Read, 10.0, 5, 5)]))]);
+        assert!(!without.contains("µs/call"), "{without}");
     }
 
     #[test]

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::args::Workload;
+use crate::cpu::{CpuWatch, CpuWindow};
 use crate::error::{LoadgenError, Result};
 use crate::keys::{key_name, KeyChooser};
 use crate::profile::OpKind;
@@ -118,14 +119,18 @@ pub struct RunOutcome {
     /// Length of the measured window (the throughput's denominator).
     pub measured_ms: u64,
     pub preload: Option<PreloadOutcome>,
+    /// CPU time over the measured window (loadgen's, and the watched servers').
+    pub cpu: Option<CpuWindow>,
 }
 
-/// Runs `workload` against `connector`.
+/// Runs `workload` against `connector`, watching `cpu`'s processes over the
+/// measured window.
 pub async fn run<C: Connector>(
     connector: &C,
     workload: &Workload,
     origin: LatencyOrigin,
     live: Option<Arc<Live>>,
+    cpu: &CpuWatch,
 ) -> Result<RunOutcome> {
     let workload = Arc::new(workload.clone());
     let chooser = KeyChooser::new(workload.keys, workload.distribution)
@@ -153,6 +158,7 @@ pub async fn run<C: Connector>(
         rate_ops_per_s: workload.rate_ops_per_s,
         concurrency: workload.concurrency,
     };
+    let cpu_window = tokio::spawn(watch_cpu(cpu.clone(), measure_start, schedule.end));
     let mut tasks = Vec::with_capacity(conns.len());
     for (index, conn) in conns.into_iter().enumerate() {
         let client = ClientTask {
@@ -179,7 +185,17 @@ pub async fn run<C: Connector>(
     // loop the target cannot keep up with finishes them after the window, and
     // dividing by the window alone would report the offered rate.
     let measured_ms = (last_done - measure_start).as_millis().max(u128::from(workload.duration_ms));
-    Ok(RunOutcome { stats, measured_ms: u64::try_from(measured_ms).unwrap_or(u64::MAX), preload: preloaded })
+    let cpu = cpu_window.await.ok();
+    Ok(RunOutcome { stats, measured_ms: u64::try_from(measured_ms).unwrap_or(u64::MAX), preload: preloaded, cpu })
+}
+
+/// CPU time of `watch`'s processes from `from` to `to`.
+async fn watch_cpu(watch: CpuWatch, from: Instant, to: Instant) -> CpuWindow {
+    tokio::time::sleep_until(from).await;
+    let (start, started) = (watch.snapshot(), Instant::now());
+    tokio::time::sleep_until(to).await;
+    let window_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    CpuWindow::between(&watch, start, watch.snapshot(), window_ms)
 }
 
 /// Each client's own seed, so clients do not draw the same keys.
@@ -504,7 +520,9 @@ mod tests {
     async fn open_loop_latency_from_the_intended_time_shows_a_stall_that_naive_timing_hides() {
         let w = Workload { rate_ops_per_s: Some(1_000), ..workload("write:1") };
 
-        let corrected = run(&stall_once(Duration::ZERO), &w, LatencyOrigin::Intended, None).await.expect("run");
+        let corrected = run(&stall_once(Duration::ZERO), &w, LatencyOrigin::Intended, None, &CpuWatch::default())
+            .await
+            .expect("run");
         let h = &corrected.stats.op(OpKind::Write).expect("writes").histogram;
         assert_eq!(h.len(), 1_000, "one request per ms for 1 s");
         assert!(h.value_at_quantile(0.99) >= 100 * MS, "p99 {} µs shows the stall", h.value_at_quantile(0.99));
@@ -513,7 +531,8 @@ mod tests {
         // The first request due after the stall is on time again.
         assert!(h.value_at_quantile(0.5) < MS, "p50 {} µs", h.value_at_quantile(0.5));
 
-        let naive = run(&stall_once(Duration::ZERO), &w, LatencyOrigin::Actual, None).await.expect("run");
+        let naive =
+            run(&stall_once(Duration::ZERO), &w, LatencyOrigin::Actual, None, &CpuWatch::default()).await.expect("run");
         let h = &naive.stats.op(OpKind::Write).expect("writes").histogram;
         assert_eq!(h.len(), 1_000);
         assert!(h.value_at_quantile(0.99) < MS, "naive p99 {} µs hides the stall", h.value_at_quantile(0.99));
@@ -528,7 +547,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_closed_loop_records_a_stall_as_one_sample() {
         let w = workload("write:1");
-        let out = run(&stall_once(Duration::from_millis(1)), &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&stall_once(Duration::from_millis(1)), &w, LatencyOrigin::Intended, None, &CpuWatch::default())
+            .await
+            .expect("run");
         let h = &out.stats.op(OpKind::Write).expect("writes").histogram;
         // 99 calls of 1 ms, the stall of 200 ms, then 1 ms calls to the end.
         assert_eq!(h.len(), 99 + 1 + (1_000 - 99 - 200));
@@ -548,7 +569,7 @@ mod tests {
             stall: Duration::ZERO,
             service: Duration::from_millis(1),
         };
-        let out = run(&target, &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&target, &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         let h = &out.stats.op(OpKind::Write).expect("writes").histogram;
         assert_eq!(h.len(), 100);
         assert!(h.equivalent(h.min(), MS) && h.equivalent(h.max(), MS), "min {} max {}", h.min(), h.max());
@@ -566,7 +587,7 @@ mod tests {
             stall: Duration::ZERO,
             service: Duration::from_millis(10),
         };
-        let out = run(&target, &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&target, &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         let writes = out.stats.op(OpKind::Write).expect("writes");
         assert_eq!(writes.count, 1_000, "every request due in the window is sent");
         assert!((9_900..=10_100).contains(&out.measured_ms), "measured over {} ms", out.measured_ms);
@@ -583,7 +604,9 @@ mod tests {
             concurrency: 4,
             ..workload("write:1")
         };
-        let out = run(&stall_once(Duration::ZERO), &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&stall_once(Duration::ZERO), &w, LatencyOrigin::Intended, None, &CpuWatch::default())
+            .await
+            .expect("run");
         let writes = out.stats.op(OpKind::Write).expect("writes");
         assert_eq!((writes.count, out.measured_ms), (500, 500), "exactly the requests due in the window");
     }
@@ -682,7 +705,7 @@ mod tests {
             ..workload("read:4,write:2,update:2,batch-read:1,batch-write:1")
         };
         let target = Memory::default();
-        let out = run(&target, &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&target, &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         assert_eq!(out.preload.map(|p| p.keys), Some(50));
         assert_eq!(target.map.lock().unwrap().len(), 50, "the preload wrote every key");
         for (kind, s) in out.stats.ops() {
@@ -701,7 +724,7 @@ mod tests {
     async fn a_corrupted_value_is_wrong_data() {
         let w = Workload { preload: true, misses_are_errors: true, duration_ms: 50, ..workload("read:1,batch-read:1") };
         let target = Memory { corrupt: true, ..Memory::default() };
-        let out = run(&target, &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&target, &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         for kind in [OpKind::Read, OpKind::BatchRead] {
             let s = out.stats.op(kind).expect("ran");
             assert!(s.count > 0);
@@ -714,7 +737,7 @@ mod tests {
     async fn another_keys_value_is_wrong_data() {
         let w = Workload { preload: true, misses_are_errors: true, duration_ms: 50, ..workload("read:1") };
         let target = Memory { swap_keys: true, ..Memory::default() };
-        let out = run(&target, &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&target, &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         let s = out.stats.op(OpKind::Read).expect("reads");
         assert_eq!(s.errors.get(WRONG_DATA), Some(&s.count));
         assert!(s.error_examples[WRONG_DATA].contains("read as key"), "{}", s.error_examples[WRONG_DATA]);
@@ -723,12 +746,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn misses_are_counted_and_are_errors_only_after_a_preload() {
         let w = Workload { duration_ms: 50, ..workload("read:1,update:1,delete:1") };
-        let out = run(&Memory::default(), &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&Memory::default(), &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         for (kind, s) in out.stats.ops() {
             assert_eq!((s.missed_keys, s.ok, s.failed), (s.count, s.count, 0), "{kind}: an empty store misses");
         }
         let strict = Workload { misses_are_errors: true, ..w };
-        let out = run(&Memory::default(), &strict, LatencyOrigin::Intended, None).await.expect("run");
+        let out =
+            run(&Memory::default(), &strict, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect("run");
         for (kind, s) in out.stats.ops() {
             assert_eq!(s.errors.get(MISS), Some(&s.count), "{kind}");
         }
@@ -738,7 +762,8 @@ mod tests {
     async fn a_failed_preload_stops_the_run() {
         let w = Workload { preload: true, ..workload("read:1") };
         let target = Memory { refuse_writes: true, ..Memory::default() };
-        let err = run(&target, &w, LatencyOrigin::Intended, None).await.expect_err("preload fails");
+        let err =
+            run(&target, &w, LatencyOrigin::Intended, None, &CpuWatch::default()).await.expect_err("preload fails");
         let LoadgenError::Preload { failed, keys, first } = err else { panic!("{err:?}") };
         assert_eq!((failed, keys), (50, 50));
         assert!(first.contains("RESOURCE_EXHAUSTED: disk full"), "{first}");
@@ -762,7 +787,9 @@ mod tests {
         }
         let w = Workload { duration_ms: 1_000, timeout_ms: 300, ..workload("write:1") };
         let called = Arc::new(AtomicBool::new(false));
-        let out = run(&Never(Arc::clone(&called)), &w, LatencyOrigin::Intended, None).await.expect("run");
+        let out = run(&Never(Arc::clone(&called)), &w, LatencyOrigin::Intended, None, &CpuWatch::default())
+            .await
+            .expect("run");
         let s = out.stats.op(OpKind::Write).expect("writes");
         assert!(called.load(Ordering::Relaxed));
         // Calls start at 0, 300, 600 and 900 ms; each times out after 300 ms.

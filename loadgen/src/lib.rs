@@ -15,6 +15,7 @@
 //!   [`Connection`](target::Connection) traits and the three real targets.
 //! - [`driver`]: client tasks, closed or open loop, warm-up, preload.
 //! - [`stats`]: histograms, error counts, summaries.
+//! - [`cpu`]: loadgen's and the servers' CPU time over the measured window.
 //! - [`progress`]: the live bar on a terminal.
 //! - [`report`]: the text table, the JSON report, the `.hgrm` files.
 //! - [`compare`]: a markdown table of several JSON reports.
@@ -26,6 +27,7 @@
 
 pub mod args;
 pub mod compare;
+pub mod cpu;
 pub mod driver;
 pub mod error;
 pub mod keys;

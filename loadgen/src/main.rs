@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use loadgen::args::{Cli, Command, Plan};
+use loadgen::cpu::CpuWatch;
 use loadgen::driver::{self, LatencyOrigin, Live};
 use loadgen::progress::Progress;
 use loadgen::report::{write_hgrm_files, Report};
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: loadgen::args::RunArgs) -> Result<ExitCode, LoadgenError> {
+    let cpu = CpuWatch::new(args.server_pids.clone())?;
     let (plan, outputs) = Plan::resolve(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,7 +53,7 @@ fn run(args: loadgen::args::RunArgs) -> Result<ExitCode, LoadgenError> {
         let connector = AnyConnector::new(&plan.target, &workload.namespace, workload.timeout_ms).await?;
         let live = Arc::new(Live::default());
         let progress = Progress::start(workload, Arc::clone(&live));
-        let outcome = driver::run(&connector, workload, origin, Some(live)).await;
+        let outcome = driver::run(&connector, workload, origin, Some(live), &cpu).await;
         if let Some(progress) = progress {
             progress.finish();
         }

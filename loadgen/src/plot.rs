@@ -175,7 +175,7 @@ mod tests {
                 stats.record(kind, Duration::from_micros(50 + i * i), Outcome::Ok, 0);
             }
         }
-        let outcome = RunOutcome { stats, measured_ms: 1_000, preload: None };
+        let outcome = RunOutcome { stats, measured_ms: 1_000, preload: None, cpu: None };
         Report::new(&plan, &outcome, vec![], 0, LatencyOrigin::Actual)
     }
 

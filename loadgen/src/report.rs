@@ -16,7 +16,15 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::args::Plan;
+use crate::cpu::CpuWindow;
 use crate::driver::{LatencyOrigin, PreloadOutcome, RunOutcome};
+
+/// Whose CPU time: loadgen's, or the watched servers'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuSide {
+    Client,
+    Servers,
+}
 use crate::error::{LoadgenError, Result};
 use crate::stats::OpSummary;
 use crate::units::{format_duration_ms, format_latency_us};
@@ -81,6 +89,10 @@ pub struct Report {
     /// Where latencies start: `intended` in open loop, `actual` in closed loop.
     pub latency_origin: LatencyOrigin,
     pub preload: Option<PreloadOutcome>,
+    /// CPU time over the measured window; absent in reports of older
+    /// versions.
+    #[serde(default)]
+    pub cpu: Option<CpuWindow>,
     pub totals: Totals,
     /// One entry per operation kind that ran, in report order.
     pub ops: Vec<OpSummary>,
@@ -113,6 +125,7 @@ impl Report {
             measured_ms: outcome.measured_ms,
             latency_origin: origin,
             preload: outcome.preload,
+            cpu: outcome.cpu.clone(),
             totals,
             ops,
         }
@@ -199,7 +212,32 @@ impl Report {
         }
         let t = &self.totals;
         let _ = writeln!(out, "\ntotal: {} ops, {} errors, {} keys missed", t.ops, t.errors, t.missed_keys);
+        if let Some(line) = self.cpu_text() {
+            let _ = writeln!(out, "{line}");
+        }
         out
+    }
+
+    /// Cores busy and CPU µs per operation (calls of every kind) of loadgen
+    /// or of the watched servers, over the measured window.
+    pub fn cpu_use(&self, side: CpuSide) -> Option<(f64, f64)> {
+        let cpu = self.cpu.as_ref()?;
+        let ms = match side {
+            CpuSide::Client => cpu.client_cpu_ms?,
+            CpuSide::Servers => cpu.server_cpu_ms?,
+        };
+        Some((CpuWindow::cores(ms, cpu.window_ms), CpuWindow::us_per_op(ms, self.totals.ops)?))
+    }
+
+    /// "CPU in the measured window: ..." or nothing when unmeasured.
+    fn cpu_text(&self) -> Option<String> {
+        let (cores, us) = self.cpu_use(CpuSide::Client)?;
+        let mut line = format!("CPU in the measured window: loadgen {cores:.2} cores ({us:.1} µs/op)");
+        if let (Some((cores, us)), Some(cpu)) = (self.cpu_use(CpuSide::Servers), &self.cpu) {
+            let pids: Vec<String> = cpu.server_pids.iter().map(u32::to_string).collect();
+            let _ = write!(line, "; servers (pid {}) {cores:.2} cores ({us:.1} µs/op)", pids.join(", "));
+        }
+        Some(line)
     }
 
     /// Writes the report as pretty JSON to `path`.
@@ -352,7 +390,17 @@ mod tests {
             0,
         );
         stats.record(OpKind::Read, Duration::from_millis(1), Outcome::Miss { keys: 1 }, 0);
-        RunOutcome { stats, measured_ms: 2_000, preload: Some(PreloadOutcome { keys: 10, elapsed_ms: 5 }) }
+        RunOutcome {
+            stats,
+            measured_ms: 2_000,
+            preload: Some(PreloadOutcome { keys: 10, elapsed_ms: 5 }),
+            cpu: Some(CpuWindow {
+                window_ms: 2_000,
+                client_cpu_ms: Some(1_500),
+                server_cpu_ms: Some(900),
+                server_pids: vec![41, 42],
+            }),
+        }
     }
 
     fn report() -> Report {
@@ -432,6 +480,13 @@ mod tests {
         }
         assert!(text.lines().any(|l| l.starts_with("read ") && l.contains("1001")), "{text}");
         assert!(text.contains("write errors: 1 × UNAVAILABLE: no replica"), "{text}");
+        // 1.5 s of loadgen CPU and 0.9 s of the servers' in a 2 s window, over 2,002 calls.
+        assert!(
+            text.contains(
+                "CPU in the measured window: loadgen 0.75 cores (749.3 µs/op); servers (pid 41, 42) 0.45 cores (449.6 µs/op)"
+            ),
+            "{text}"
+        );
     }
 
     /// The `.hgrm` file parses back, and what it says matches the histogram:

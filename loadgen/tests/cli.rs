@@ -32,6 +32,7 @@ fn bad_arguments_exit_2_with_a_reason() {
         (&["--target", "redis://127.0.0.1:1", "--transfer", "stream"], "has no streamed transfer"),
         (&["--target", "ftp://127.0.0.1:1"], "unknown scheme"),
         (&["--concurrency", "4"], "--target"),
+        (&["--target", "node://127.0.0.1:1", "--server-pid", "4294967295"], "no process 4294967295 to watch"),
     ] {
         let out = loadgen(args);
         let stderr = String::from_utf8_lossy(&out.stderr);

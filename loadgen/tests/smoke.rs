@@ -119,6 +119,7 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
         .arg(&json)
         .arg("--hgrm")
         .arg(&hgrm)
+        .args(["--server-pid", &node.child.id().to_string()])
         .output()
         .expect("run loadgen");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -141,6 +142,13 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     assert_eq!(report.totals.ops, report.ops.iter().map(|o| o.count).sum::<u64>());
     assert_eq!(report.totals.errors, 0, "{:?}", report.ops.iter().map(|o| &o.error_examples).collect::<Vec<_>>());
     assert_eq!(report.totals.missed_keys, 0);
+    // Both sides worked for their calls, and the text says how hard.
+    let cpu = report.cpu.as_ref().expect("CPU was measured");
+    assert_eq!(cpu.server_pids, [node.child.id()]);
+    assert!((1_900..=2_500).contains(&cpu.window_ms), "window {} ms", cpu.window_ms);
+    assert!(cpu.client_cpu_ms.expect("loadgen's CPU") > 0, "{cpu:?}");
+    assert!(cpu.server_cpu_ms.expect("the node's CPU") > 0, "{cpu:?}");
+    assert!(stdout.contains("CPU in the measured window: loadgen "), "{stdout}");
     for op in &report.ops {
         assert!(op.count > 0, "{} ran", op.op);
         assert_eq!((op.ok, op.errors), (op.count, 0), "{}: {:?}", op.op, op.error_examples);
