@@ -21,7 +21,10 @@ use crate::stats::OpSummary;
 /// Reads the reports and renders the table.
 pub fn compare_files(files: &[PathBuf]) -> Result<String> {
     let reports = files.iter().map(|f| Report::read_json(f)).collect::<Result<Vec<_>>>()?;
-    let labelled: Vec<(String, Report)> = files.iter().map(|f| f.display().to_string()).zip(reports).collect();
+    // The file name alone: the reports of one comparison sit side by side.
+    let label =
+        |f: &PathBuf| f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let labelled: Vec<(String, Report)> = files.iter().map(label).zip(reports).collect();
     Ok(compare(&labelled))
 }
 
@@ -200,7 +203,7 @@ mod tests {
         let a = dir.path().join("a.json");
         report("node://n:1", vec![op(OpKind::Read, 100.0, 10, 20)]).write_json(&a).expect("write");
         let table = compare_files(&[a.clone(), a.clone()]).expect("compare");
-        assert_eq!(table.lines().filter(|l| l.starts_with("| read |")).count(), 2, "{table}");
+        assert_eq!(table.lines().filter(|l| l.starts_with("| read | a.json |")).count(), 2, "{table}");
         let missing = dir.path().join("nope.json");
         let err = compare_files(&[a, missing]).expect_err("missing file").to_string();
         assert!(err.contains("nope.json"), "{err}");
