@@ -59,7 +59,8 @@ run:
 # Release binaries, a local cluster and Redis of its own, every loadgen
 # profile against each; see scripts/benchmark.sh for its settings.
 benchmark: install-deps
-	$(CARGO) build --release --bin opticache-node --bin opticache-coordinator --bin opticache --bin loadgen
+	$(CARGO) build --release --bin opticache-node --bin opticache-coordinator --bin opticache --bin loadgen \
+		--example grpc_floor
 	scripts/benchmark.sh
 
 # Debian's redis-server (the loadgen tests compare against it, make
