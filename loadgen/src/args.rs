@@ -18,6 +18,7 @@ use rand::rngs::SmallRng;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessArgs;
 use crate::error::{LoadgenError, Result};
 use crate::keys::{Distribution, KEYS_MAX};
 use crate::profile::{Mix, OpKind, Profile, ProfileName, Transfer};
@@ -153,6 +154,31 @@ pub struct RunArgs {
     /// per operation, beside loadgen's own (repeat for a cluster's processes).
     #[arg(long = "server-pid", value_name = "PID")]
     pub server_pids: Vec<u32>,
+    /// A file holding the bearer token: a client token for opticache://, the
+    /// cluster token for node:// (docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Connect with TLS, trusting only the CA in this PEM file.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+    /// node:// under mutual TLS: this client's certificate (PEM), from the cluster's CA.
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The credentials flags, taken out before the plan is resolved.
+    pub fn access(&self) -> AccessArgs {
+        AccessArgs {
+            token_file: self.token_file.clone(),
+            ca_cert: self.ca_cert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// Value sizes: one size, or a range drawn uniformly per write.

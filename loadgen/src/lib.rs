@@ -7,6 +7,7 @@
 //!
 //! - [`args`]: the command line, validated into a [`Plan`](args::Plan);
 //!   limits are named constants there and in [`target`].
+//! - [`access`]: tokens and TLS for a secured cluster.
 //! - [`profile`]: the named workloads and the operation kinds and mixes.
 //! - [`keys`]: the key space and its distribution (uniform, Zipf).
 //! - [`value`]: values that carry their key id and a crc32, so every read is
@@ -25,6 +26,7 @@
 //!
 //! The binary (`src/main.rs`) only wires these together.
 
+pub mod access;
 pub mod args;
 pub mod compare;
 pub mod cpu;

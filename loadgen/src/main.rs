@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use loadgen::access::Access;
 use loadgen::args::{Cli, Command, Plan};
 use loadgen::cpu::CpuWatch;
 use loadgen::driver::{self, LatencyOrigin, Live};
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
 
 fn run(args: loadgen::args::RunArgs) -> Result<ExitCode, LoadgenError> {
     let cpu = CpuWatch::new(args.server_pids.clone())?;
+    let access_args = args.access();
     let (plan, outputs) = Plan::resolve(args)?;
+    let access = Access::resolve(access_args, &plan.target)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +53,7 @@ fn run(args: loadgen::args::RunArgs) -> Result<ExitCode, LoadgenError> {
     let origin = if workload.rate_ops_per_s.is_some() { LatencyOrigin::Intended } else { LatencyOrigin::Actual };
     let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let outcome = runtime.block_on(async {
-        let connector = AnyConnector::new(&plan.target, &workload.namespace, workload.timeout_ms).await?;
+        let connector = AnyConnector::new(&plan.target, &workload.namespace, workload.timeout_ms, &access).await?;
         let live = Arc::new(Live::default());
         let progress = Progress::start(workload, Arc::clone(&live));
         let outcome = driver::run(&connector, workload, origin, Some(live), &cpu).await;

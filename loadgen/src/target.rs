@@ -25,6 +25,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::access::Access;
 use crate::error::Result;
 use crate::profile::Transfer;
 use crate::units::{GIB, MIB};
@@ -223,12 +224,12 @@ pub enum AnyConnection {
 impl AnyConnector {
     /// The connector for `spec`. For the cluster this probes the
     /// coordinators once (ClusterStatus), since its client connects lazily.
-    pub async fn new(spec: &TargetSpec, namespace: &str, timeout_ms: u64) -> Result<Self> {
+    pub async fn new(spec: &TargetSpec, namespace: &str, timeout_ms: u64, access: &Access) -> Result<Self> {
         Ok(match spec {
             TargetSpec::OptiCache { coordinators } => AnyConnector::OptiCache(
-                opticache::OptiCacheConnector::new(coordinators.clone(), namespace, timeout_ms).await?,
+                opticache::OptiCacheConnector::new(coordinators.clone(), namespace, timeout_ms, access).await?,
             ),
-            TargetSpec::Node { address } => AnyConnector::Node(node::NodeConnector::new(address, namespace)),
+            TargetSpec::Node { address } => AnyConnector::Node(node::NodeConnector::new(address, namespace, access)?),
             TargetSpec::Redis { address } => {
                 AnyConnector::Redis(Box::new(redis::RedisConnector::new(address, namespace, timeout_ms)?))
             }

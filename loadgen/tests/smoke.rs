@@ -52,6 +52,12 @@ fn plain(line: &str) -> String {
 }
 
 fn start_node() -> Server {
+    start_node_with(|_| String::new())
+}
+
+/// A node whose config ends with `extra(dir)` (e.g. a `security:` section
+/// naming files written into the node's directory `dir`).
+fn start_node_with(extra: impl FnOnce(&Path) -> String) -> Server {
     // Under the target dir rather than /tmp: the engine writes with
     // O_DIRECT, which a tmpfs may refuse.
     let dir = tempfile::Builder::new().prefix("loadgen-smoke-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
@@ -60,8 +66,9 @@ fn start_node() -> Server {
         "coordinator:\n  primary: 127.0.0.1:1\n\
          cache_nodes:\n  - address: 127.0.0.1:0\n    disk_path: '{}'\n    metrics_address: 127.0.0.1:0\n\
          replication_factor: 1\n\
-         node:\n  durability: sync\n  shards: 1\n  segment_bytes: 8MiB\n  shard_memory_budget_bytes: 16MiB\n",
-        dir.path().join("data").display()
+         node:\n  durability: sync\n  shards: 1\n  segment_bytes: 8MiB\n  shard_memory_budget_bytes: 16MiB\n{}",
+        dir.path().join("data").display(),
+        extra(dir.path())
     );
     std::fs::write(&config, yaml).expect("write the node's config");
     let child = Command::new(node_binary())
@@ -161,6 +168,65 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
         assert_eq!(parsed.total_count, op.count, "{}", op.op);
         assert_eq!((parsed.max_ms * 1_000.0).round() as u64, op.latency.max_us, "{}", op.op);
     }
+}
+
+/// A node under mutual TLS and a cluster token: loadgen with the CA, a
+/// certificate of that CA and the token runs clean; without the token every
+/// call fails UNAUTHENTICATED (exit 3, errors in the report), and the token
+/// appears neither in loadgen's output nor in its JSON report.
+#[test]
+fn a_secured_node_is_driven_with_its_credentials_and_refuses_a_run_without_them() {
+    const TOKEN: &str = "loadgen-smoke-cluster-token-0123456789";
+    let certs = opticache_security::dev_certs::DevCerts::generate("loadgen smoke CA", &["127.0.0.1".to_owned()])
+        .expect("certificates");
+    let mut cert_dir = None;
+    let node = start_node_with(|dir| {
+        let certs_dir = dir.join("certs");
+        certs.write(&certs_dir).expect("write the certificates");
+        cert_dir = Some(certs_dir.clone());
+        format!(
+            "security:\n  tls:\n    ca_cert: '{0}/ca.pem'\n    cert: '{0}/cluster.pem'\n    key: '{0}/cluster.key'\n    mutual: true\n  cluster_token: '{TOKEN}'\n",
+            certs_dir.display()
+        )
+    });
+    let certs_dir = cert_dir.expect("written");
+    let out = tempfile::tempdir().expect("dir");
+    let token_file = out.path().join("cluster.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let target = format!("node://{}", node.address);
+    let run = |with_token: bool, json: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        cmd.args(["--target", &target, "--profile", "mixed", "--duration", "1s", "--warmup", "0s"])
+            .args(["--concurrency", "2", "--keys", "100", "--timeout", "5s", "--json"])
+            .arg(json)
+            .arg("--ca-cert")
+            .arg(certs_dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(certs_dir.join("cluster.pem"))
+            .arg("--key")
+            .arg(certs_dir.join("cluster.key"));
+        if with_token {
+            cmd.arg("--preload").arg("--token-file").arg(&token_file);
+        }
+        cmd.output().expect("run loadgen")
+    };
+
+    let json = out.path().join("secured.json");
+    let ok = run(true, &json);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{}\n{stdout}\n{}", ok.status, String::from_utf8_lossy(&ok.stderr));
+    let report = Report::read_json(&json).expect("report");
+    assert!(report.totals.ops > 0 && report.totals.errors == 0, "{:?}", report.totals);
+    assert_eq!(report.totals.missed_keys, 0, "the preload went through the secured link too");
+    let json_text = std::fs::read_to_string(&json).expect("read");
+    assert!(!json_text.contains(TOKEN) && !stdout.contains(TOKEN), "the token leaked");
+
+    let refused_json = out.path().join("refused.json");
+    let refused = run(false, &refused_json);
+    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    let report = Report::read_json(&refused_json).expect("report");
+    assert_eq!(report.totals.errors, report.totals.ops, "every call refused: {:?}", report.totals);
+    assert!(report.ops.iter().all(|o| o.errors_by_kind.keys().all(|k| k == "UNAUTHENTICATED")), "{:?}", report.ops);
 }
 
 /// Ports tried for Redis: a port free a moment ago can be taken before

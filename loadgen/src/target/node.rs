@@ -18,10 +18,11 @@ use opticache_proto::node::v1::node_client::NodeClient;
 use opticache_proto::node::v1::{
     BatchGetRequest, BatchPutRequest, DeleteRequest, GetRequest, PutChunk, PutRequest, UpdateRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use opticache_security::{AuthedChannel, ClusterLink};
 use tonic::{Code, Status};
 
 use super::{code_name, Collector, Connector, OpError, Reply, Request, CONNECT_TIMEOUT_MS};
+use crate::access::Access;
 use crate::error::{LoadgenError, Result};
 use crate::profile::Transfer;
 
@@ -30,18 +31,25 @@ use crate::profile::Transfer;
 pub struct NodeConnector {
     address: String,
     namespace: Bytes,
+    /// TLS and the cluster token, if the node demands them.
+    link: ClusterLink,
 }
 
 /// One channel to the node.
 #[derive(Debug)]
 pub struct NodeConnection {
-    rpc: NodeClient<Channel>,
+    rpc: NodeClient<AuthedChannel>,
     namespace: Bytes,
 }
 
 impl NodeConnector {
-    pub fn new(address: &str, namespace: &str) -> Self {
-        NodeConnector { address: address.to_owned(), namespace: Bytes::copy_from_slice(namespace.as_bytes()) }
+    /// Reads `access`'s certificates; fails on a file that is not one.
+    pub fn new(address: &str, namespace: &str, access: &Access) -> Result<Self> {
+        Ok(NodeConnector {
+            address: address.to_owned(),
+            namespace: Bytes::copy_from_slice(namespace.as_bytes()),
+            link: access.node_link()?,
+        })
     }
 
     fn unreachable(&self, why: impl std::fmt::Display) -> LoadgenError {
@@ -53,7 +61,9 @@ impl Connector for NodeConnector {
     type Conn = NodeConnection;
 
     async fn connect(&self) -> Result<NodeConnection> {
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
+        let endpoint = self
+            .link
+            .endpoint(&self.address)
             .map_err(|e| self.unreachable(format!("not a valid address: {e}")))?
             // Small requests must not wait for Nagle.
             .tcp_nodelay(true)
@@ -66,7 +76,7 @@ impl Connector for NodeConnector {
             .await
             .map_err(|_| self.unreachable(format!("no connection within {CONNECT_TIMEOUT_MS} ms")))?
             .map_err(|e| self.unreachable(error_chain(&e)))?;
-        let rpc = NodeClient::new(channel)
+        let rpc = NodeClient::new(self.link.authed(channel))
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX);
         Ok(NodeConnection { rpc, namespace: self.namespace.clone() })

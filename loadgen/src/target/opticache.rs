@@ -15,11 +15,14 @@ use bytes::Bytes;
 use opticache_client::{Client, ClientConfig, ClientError};
 
 use super::{code_name, Collector, Connector, OpError, Reply, Request, CONNECT_TIMEOUT_MS};
+use crate::access::Access;
 use crate::error::{LoadgenError, Result};
 use crate::profile::Transfer;
 
 /// How long the probe of the coordinators may take, retries included.
 pub const PROBE_DEADLINE_MS: u64 = 5_000;
+/// The key the probe reads (outside the key space: `key_name` never makes it).
+const PROBE_KEY: &str = "loadgen:probe";
 
 /// Makes one client per connection.
 #[derive(Debug)]
@@ -39,7 +42,7 @@ impl OptiCacheConnector {
     /// Checks that a coordinator answers, then keeps the configuration for
     /// [`Connector::connect`]. `timeout_ms` bounds each call (all its
     /// attempts).
-    pub async fn new(coordinators: Vec<String>, namespace: &str, timeout_ms: u64) -> Result<Self> {
+    pub async fn new(coordinators: Vec<String>, namespace: &str, timeout_ms: u64, access: &Access) -> Result<Self> {
         let target = format!("opticache://{}", coordinators.join(","));
         let unreachable = |why: String| LoadgenError::Unreachable { target: target.clone(), why };
         let attempts = u32::try_from(coordinators.len()).unwrap_or(u32::MAX).max(1);
@@ -49,15 +52,19 @@ impl OptiCacheConnector {
             retries: attempts,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             deadline_ms: Some(PROBE_DEADLINE_MS),
-            ..ClientConfig::default()
+            token: access.token.clone(),
+            tls_ca_cert: access.ca_cert.clone(),
         };
         let client = Client::connect(probe).await.map_err(|e| unreachable(e.to_string()))?;
-        client.cluster_status().await.map_err(|e| unreachable(format!("ClusterStatus failed: {e}")))?;
+        // A read, which every token's role may make (ClusterStatus needs admin).
+        client.get(namespace, PROBE_KEY).await.map_err(|e| unreachable(format!("a probe read failed: {e}")))?;
         let config = ClientConfig {
             coordinators,
             timeout_ms,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             deadline_ms: Some(timeout_ms),
+            token: access.token.clone(),
+            tls_ca_cert: access.ca_cert.clone(),
             ..ClientConfig::default()
         };
         Ok(OptiCacheConnector { config, namespace: namespace.to_owned() })
@@ -74,8 +81,9 @@ impl Connector for OptiCacheConnector {
         };
         let client = Client::connect(self.config.clone()).await.map_err(unreachable)?;
         // The client connects lazily: one cheap call now, so the first
-        // measured call does not pay for the TCP and HTTP/2 handshakes.
-        client.cluster_status().await.map_err(unreachable)?;
+        // measured call does not pay for the TCP and HTTP/2 handshakes. A
+        // read, which every token's role may make.
+        client.get(&self.namespace, PROBE_KEY).await.map_err(unreachable)?;
         Ok(OptiCacheConnection { client, namespace: self.namespace.clone() })
     }
 }
