@@ -14,7 +14,7 @@ use opticache_engine::stats::EngineStats;
 use opticache_proto::node::v1::ServingState;
 
 use crate::error::NodeError;
-use crate::figures::{Figures, HeartbeatFigures, Next};
+use crate::figures::{Figures, HeartbeatFigures, Last, Next};
 use crate::metrics::Metrics;
 use crate::router::shard_of;
 use crate::shard::{ShardHandle, ShardRequest};
@@ -137,29 +137,57 @@ impl NodeCore {
     /// gave, with a refresh started in the background (see [`crate::figures`]).
     pub async fn heartbeat_figures(self: &Arc<Self>) -> Result<Figures, NodeError> {
         match self.figures.begin(Instant::now()) {
-            Next::Answer { figures, refresh } => {
+            Next::Answer { last, refresh } => {
                 if refresh {
-                    let core = Arc::clone(self);
-                    tokio::spawn(async move {
-                        let figures = core.sum_shard_figures().await.ok();
-                        core.figures.finish(figures);
-                    });
+                    drop(self.refresh_figures());
                 }
-                Ok(figures)
+                last.map_err(NodeError::ShardFigures)
             }
-            Next::WaitFirst => {
-                let figures = self.sum_shard_figures().await;
-                self.figures.finish(figures.as_ref().ok().copied());
-                figures
-            }
+            // Waits for a task rather than running the refresh here: a caller
+            // that gives up (a heartbeat past its deadline drops this future)
+            // must not leave the refresh marked as running for ever. The task
+            // ends only by finishing, or with the runtime (stopping).
+            Next::WaitFirst => self
+                .refresh_figures()
+                .await
+                .map_err(|_| NodeError::NotServing("stopping"))?
+                .map_err(NodeError::ShardFigures),
             Next::Unresponsive { waited } => {
                 Err(NodeError::ShardUnresponsive { waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX) })
             }
         }
     }
 
+    /// Runs the refresh [`HeartbeatFigures::begin`] handed out, to its end,
+    /// on a task of its own.
+    fn refresh_figures(self: &Arc<Self>) -> tokio::task::JoinHandle<Last> {
+        let pending = RefreshPending { core: Arc::clone(self), ended: false };
+        tokio::spawn(async move {
+            let mut pending = pending;
+            let last = pending.core.sum_shard_figures().await.map_err(|e| e.to_string());
+            pending.core.figures.finish(last.clone());
+            pending.ended = true;
+            last
+        })
+    }
+
     async fn sum_shard_figures(&self) -> Result<Figures, NodeError> {
         let stats = self.shard_stats().await?;
         Ok(Figures { keys: stats.iter().map(|s| s.keys).sum(), disk_bytes: stats.iter().map(|s| s.disk_bytes).sum() })
+    }
+}
+
+/// Ends a figures refresh as failed if its task dies before ending it, so
+/// no refresh stays marked as running.
+struct RefreshPending {
+    core: Arc<NodeCore>,
+    ended: bool,
+}
+
+impl Drop for RefreshPending {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.core.figures.finish(Err("the figures task ended early".to_owned()));
+        }
     }
 }

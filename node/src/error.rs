@@ -31,6 +31,8 @@ pub enum NodeError {
     ShardStopped(u32),
     #[error("a shard has not answered for {waited_ms} ms")]
     ShardUnresponsive { waited_ms: u64 },
+    #[error("cannot read the shards' figures: {0}")]
+    ShardFigures(String),
     #[error("no live value to update")]
     UpdateNotFound,
     #[error("no live value to read")]
@@ -111,6 +113,7 @@ impl From<NodeError> for Status {
             NodeError::NotServing(_)
             | NodeError::ShardStopped(_)
             | NodeError::ShardUnresponsive { .. }
+            | NodeError::ShardFigures(_)
             | NodeError::RefusedNewer(_) => Code::Unavailable,
             NodeError::UpdateNotFound | NodeError::StreamNotFound => Code::NotFound,
             NodeError::VersionMismatch { .. } | NodeError::StaleEpoch { .. } => Code::FailedPrecondition,

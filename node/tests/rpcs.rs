@@ -388,7 +388,8 @@ async fn heartbeat_reports_identity_state_keys_and_the_highest_epoch() {
         if keys == 8 {
             break;
         }
-        assert!(keys == 5, "keys are the old or the new count, not {keys}");
+        // A refresh may read one shard before the new puts and one after.
+        assert!((5..8).contains(&keys), "keys between the old and the new count, not {keys}");
         assert!(std::time::Instant::now() < deadline, "heartbeats still report {keys} keys");
         tokio::task::yield_now().await;
     }
