@@ -7,7 +7,7 @@
 #   make fmt     reformat every crate
 #   make run     the local cluster of config/config.yaml in the foreground (Ctrl-C stops it)
 #   make benchmark  loadgen against node-direct, the cluster and Redis in one run
-#                (writes docs/benchmarks/make-benchmark.md; not part of make test)
+#                (writes its run into docs/benchmarks.md; not part of make test)
 #   make install-deps  what the tests and benchmarks need beyond Rust: redis-server
 #   make certs   a development CA and certificate for the local cluster in ./certs (docs/security.md)
 #   make clean   remove build outputs

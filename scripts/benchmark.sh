@@ -10,8 +10,9 @@
 # behind this gRPC stack can reach here), with every server's CPU time
 # measured over the measured window (loadgen --server-pid), and writes:
 #   target/benchmark/RUN/*.json, *.hgrm   every report
-#   docs/benchmarks/make-benchmark.md      the tables with ratios against Redis,
-#                                          the machine and the exact commands
+#   docs/benchmarks.md                     between its BEGIN/END make benchmark
+#                                          markers: the tables with ratios against
+#                                          Redis, the machine and the exact commands
 #   docs/benchmarks/PROFILE.svg            latency by percentile per profile,
 #                                          one line per target and operation
 # Everything it started is stopped on exit, also on failure or Ctrl-C, and
@@ -33,8 +34,16 @@ keys=${BENCH_KEYS:-20000}
 profiles=${BENCH_PROFILES:-write-heavy read-heavy mixed batch-read params large}
 base=${BENCH_PORT_BASE:-46000}
 run=target/benchmark/$(date -u +%Y%m%dT%H%M%SZ)
-out_md=docs/benchmarks/make-benchmark.md
+doc=docs/benchmarks.md
+begin_marker='<!-- BEGIN make benchmark output: written by scripts/benchmark.sh, do not edit -->'
+end_marker='<!-- END make benchmark output -->'
+out_md=$run/make-benchmark.md
 mkdir -p "$run" docs/benchmarks
+# Checked first, so a run is never measured only to find nowhere to write it.
+grep -qxF "$begin_marker" "$doc" && grep -qxF "$end_marker" "$doc" || {
+    echo "benchmark: $doc lacks the lines '$begin_marker' and '$end_marker'" >&2
+    exit 1
+}
 
 command -v redis-server >/dev/null || {
     echo "benchmark: redis-server is missing; run 'make install-deps' first" >&2
@@ -110,7 +119,7 @@ until grep -q "serving on" "$run/floor.log"; do
     sleep 0.2
 done
 # The processes whose CPU time each run reports (loadgen --server-pid).
-node1_pid=$(pgrep -f "opticache-node --config $config --address ${nodes[0]}\$")
+node1_pid=$(pgrep -f "opticache-node --config $config --address ${nodes[0]}\$" || true)
 mapfile -t cluster_pids < <(pgrep -f -- "--config $config --address")
 [ -n "$node1_pid" ] && [ "${#cluster_pids[@]}" -eq 5 ] || {
     echo "benchmark: cannot find the cluster's processes (node 1: '$node1_pid', all: ${cluster_pids[*]})" >&2
@@ -159,8 +168,9 @@ for profile in $profiles; do
 done
 
 {
-    echo "# make benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)"
+    echo "### The latest run"
     echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)."
     echo "Machine: $(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r);"
     echo "client, three nodes, two coordinators and Redis share it. Redis: appendonly yes,"
     echo "appendfsync always; nodes: durability sync; cluster: replication_factor 2, write_quorum 1."
@@ -171,16 +181,16 @@ done
     echo "(for the cluster: its five processes together). A call is one operation of any kind."
     echo
     for profile in $profiles; do
-        echo "## $profile"
+        echo "#### $profile"
         echo
-        echo "![latency by percentile]($profile.svg)"
+        echo "![latency by percentile](benchmarks/$profile.svg)"
         echo
         reports=()
         for name in $(targets_of "$profile"); do reports+=("$run/$profile-$name.json"); done
         "$bin/loadgen" compare "${reports[@]}"
         echo
     done
-    echo "## Commands"
+    echo "#### Commands"
     echo
     echo '```sh'
     printf '%s\n' "${commands[@]}"
@@ -191,4 +201,11 @@ for profile in $profiles; do
     for name in $(targets_of "$profile"); do reports+=("$run/$profile-$name.json"); done
     "$bin/loadgen" plot --out "docs/benchmarks/$profile.svg" "${reports[@]}"
 done
-echo "benchmark: wrote $out_md and docs/benchmarks/*.svg (reports in $run)" >&2
+# The generated part of the doc is replaced; everything around it is kept.
+awk -v begin="$begin_marker" -v end="$end_marker" -v gen="$out_md" '
+    $0 == begin { print; while ((getline line < gen) > 0) print line; skipping = 1; next }
+    $0 == end { skipping = 0 }
+    !skipping { print }
+' "$doc" >"$run/benchmarks.md"
+mv "$run/benchmarks.md" "$doc"
+echo "benchmark: wrote the run into $doc and docs/benchmarks/*.svg (reports in $run)" >&2

@@ -4,7 +4,8 @@
 //! of: a server that needs five times the CPU per call cannot be as fast.
 //!
 //! Invariants: figures come from `/proc/PID/stat` (user + system time of
-//! every thread of the process, in the kernel's clock ticks); a window is
+//! every thread of the process and of its children that ended, such as
+//! Redis's forked AOF rewrites, in the kernel's clock ticks); a window is
 //! taken from two snapshots of the same processes; a process that ended
 //! before the second snapshot makes the server figure absent, never a
 //! partial sum.
@@ -24,15 +25,18 @@ fn process_cpu_ms(pid: &str) -> Option<u64> {
     parse_stat_cpu_ms(&stat, ticks_per_s())
 }
 
-/// User + system time from the text of `/proc/PID/stat`. The command name
-/// (field 2) is in parentheses and may hold spaces, so fields are counted
-/// after its closing parenthesis: utime and stime are fields 14 and 15.
+/// User + system time, the process's and its ended children's, from the
+/// text of `/proc/PID/stat`. The command name (field 2) is in parentheses
+/// and may hold spaces, so fields are counted after its closing
+/// parenthesis: utime, stime, cutime and cstime are fields 14 to 17.
 fn parse_stat_cpu_ms(stat: &str, ticks_per_s: u64) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) * 1000 / ticks_per_s.max(1))
+    let mut ticks = 0u64;
+    for field in after_name.split_whitespace().skip(11).take(4) {
+        ticks += field.parse::<u64>().ok()?;
+    }
+    let complete = after_name.split_whitespace().nth(14).is_some();
+    complete.then(|| ticks * 1000 / ticks_per_s.max(1))
 }
 
 fn ticks_per_s() -> u64 {
@@ -116,11 +120,12 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_the_command_name_even_with_spaces_in_it() {
-        // Fields 14 and 15 (utime, stime) are 250 and 50 ticks.
-        let stat = "4242 (tokio rt) worker) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 1 0 0";
-        assert_eq!(parse_stat_cpu_ms(stat, 100), Some(3000));
-        assert_eq!(parse_stat_cpu_ms(stat, 1000), Some(300));
+        // Fields 14 to 17 (utime, stime, cutime, cstime) are 250, 50, 30 and 20 ticks.
+        let stat = "4242 (tokio rt) worker) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 4 0 1 0 0";
+        assert_eq!(parse_stat_cpu_ms(stat, 100), Some(3500));
+        assert_eq!(parse_stat_cpu_ms(stat, 1000), Some(350));
         assert_eq!(parse_stat_cpu_ms("4242 (short) S 1", 100), None);
+        assert_eq!(parse_stat_cpu_ms("4242 (cut) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50", 100), None);
         assert_eq!(parse_stat_cpu_ms("no parenthesis", 100), None);
     }
 
@@ -138,9 +143,11 @@ mod tests {
         let client = window.client_cpu_ms.expect("readable");
         let server = window.server_cpu_ms.expect("readable");
         // 300 ms of spinning; ticks are 10 ms, and a loaded machine may
-        // deschedule us for part of it.
-        assert!((100..=1000).contains(&client), "spun for {client} ms of CPU");
-        assert_eq!(server, client, "the same process watched twice");
+        // deschedule us for most of it.
+        assert!((30..=1000).contains(&client), "spun for {client} ms of CPU");
+        // The same process read twice, a moment apart: other test threads
+        // may add a tick or two in between.
+        assert!(server.abs_diff(client) <= 20, "the same process watched twice: {server} and {client} ms");
     }
 
     #[test]

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::args::Workload;
-use crate::cpu::{CpuWatch, CpuWindow};
+use crate::cpu::{CpuSnapshot, CpuWatch, CpuWindow};
 use crate::error::{LoadgenError, Result};
 use crate::keys::{key_name, KeyChooser};
 use crate::profile::OpKind;
@@ -158,7 +158,7 @@ pub async fn run<C: Connector>(
         rate_ops_per_s: workload.rate_ops_per_s,
         concurrency: workload.concurrency,
     };
-    let cpu_window = tokio::spawn(watch_cpu(cpu.clone(), measure_start, schedule.end));
+    let cpu_start = tokio::spawn(cpu_at(cpu.clone(), measure_start));
     let mut tasks = Vec::with_capacity(conns.len());
     for (index, conn) in conns.into_iter().enumerate() {
         let client = ClientTask {
@@ -185,17 +185,23 @@ pub async fn run<C: Connector>(
     // loop the target cannot keep up with finishes them after the window, and
     // dividing by the window alone would report the offered rate.
     let measured_ms = (last_done - measure_start).as_millis().max(u128::from(workload.duration_ms));
-    let cpu = cpu_window.await.ok();
-    Ok(RunOutcome { stats, measured_ms: u64::try_from(measured_ms).unwrap_or(u64::MAX), preload: preloaded, cpu })
+    // Over the same span as the calls counted: to the last one's end.
+    let cpu_window = cpu_start.await.ok().map(|(start, at)| {
+        let window_ms = u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        CpuWindow::between(cpu, start, cpu.snapshot(), window_ms)
+    });
+    Ok(RunOutcome {
+        stats,
+        measured_ms: u64::try_from(measured_ms).unwrap_or(u64::MAX),
+        preload: preloaded,
+        cpu: cpu_window,
+    })
 }
 
-/// CPU time of `watch`'s processes from `from` to `to`.
-async fn watch_cpu(watch: CpuWatch, from: Instant, to: Instant) -> CpuWindow {
-    tokio::time::sleep_until(from).await;
-    let (start, started) = (watch.snapshot(), Instant::now());
-    tokio::time::sleep_until(to).await;
-    let window_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    CpuWindow::between(&watch, start, watch.snapshot(), window_ms)
+/// CPU time of `watch`'s processes at `at`, and when it was read.
+async fn cpu_at(watch: CpuWatch, at: Instant) -> (CpuSnapshot, Instant) {
+    tokio::time::sleep_until(at).await;
+    (watch.snapshot(), Instant::now())
 }
 
 /// Each client's own seed, so clients do not draw the same keys.

@@ -152,7 +152,7 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     // Both sides worked for their calls, and the text says how hard.
     let cpu = report.cpu.as_ref().expect("CPU was measured");
     assert_eq!(cpu.server_pids, [node.child.id()]);
-    assert!((1_900..=2_500).contains(&cpu.window_ms), "window {} ms", cpu.window_ms);
+    assert!((1_900..7_000).contains(&cpu.window_ms), "window {} ms", cpu.window_ms);
     assert!(cpu.client_cpu_ms.expect("loadgen's CPU") > 0, "{cpu:?}");
     assert!(cpu.server_cpu_ms.expect("the node's CPU") > 0, "{cpu:?}");
     assert!(stdout.contains("CPU in the measured window: loadgen "), "{stdout}");
@@ -224,7 +224,10 @@ fn a_secured_node_is_driven_with_its_credentials_and_refuses_a_run_without_them(
     let refused_json = out.path().join("refused.json");
     let refused = run(false, &refused_json);
     assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    let refused_output = [refused.stdout.as_slice(), refused.stderr.as_slice(), ok.stderr.as_slice()].concat();
+    assert!(!String::from_utf8_lossy(&refused_output).contains(TOKEN), "the token leaked");
     let report = Report::read_json(&refused_json).expect("report");
+    assert!(report.totals.ops > 0, "calls were made: {:?}", report.totals);
     assert_eq!(report.totals.errors, report.totals.ops, "every call refused: {:?}", report.totals);
     assert!(report.ops.iter().all(|o| o.errors_by_kind.keys().all(|k| k == "UNAUTHENTICATED")), "{:?}", report.ops);
 }

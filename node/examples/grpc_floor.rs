@@ -1,5 +1,5 @@
 //! The floor of the node's gRPC front on this machine: a server speaking the
-//! node API (`Put`, `Get`, `BatchGet`) from a locked in-memory map, with the
+//! node API (`Put`, `Get`, `BatchGet`, `BatchPut`) from a locked in-memory map, with the
 //! node's own tonic settings, and nothing else: no shards, no engine, no disk,
 //! no metrics. `loadgen --target node://ADDR` drives it like a real node, so
 //! the gap between this and `opticache-node` is what the node adds, and the
