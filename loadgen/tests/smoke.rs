@@ -1,5 +1,5 @@
 //! loadgen against real servers: starts `opticache-node` on a fresh data
-//! dir, runs the `loadgen` binary for two seconds of the mixed profile with a
+//! dir, runs the `loadgen` binary for five seconds of the mixed profile with a
 //! preload, and checks the JSON report: the counts add up, nothing failed,
 //! and every read found its value and checked it. A second, one-second run
 //! does the same against `redis-server` with every operation Redis maps
@@ -114,14 +114,14 @@ fn start_node_with(extra: impl FnOnce(&Path) -> String) -> Server {
 }
 
 #[test]
-fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
+fn a_five_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     let node = start_node();
     let out = tempfile::tempdir().expect("dir");
     let json = out.path().join("out.json");
     let hgrm = out.path().join("hgrm");
     let target = format!("node://{}", node.address);
     let run = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--target", &target, "--profile", "mixed", "--duration", "2s", "--warmup", "0s"])
+        .args(["--target", &target, "--profile", "mixed", "--duration", "5s", "--warmup", "0s"])
         .args(["--concurrency", "4", "--keys", "1000", "--preload", "--timeout", "5s", "--json"])
         .arg(&json)
         .arg("--hgrm")
@@ -139,9 +139,9 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     assert_eq!(report.plan.workload.keys, 1000);
     assert!(report.plan.workload.misses_are_errors);
     assert_eq!(report.preload.map(|p| p.keys), Some(1000));
-    // The 2 s window, plus the calls in flight at its end (each under the
+    // The 5 s window, plus the calls in flight at its end (each under the
     // 5 s --timeout).
-    assert!((2_000..7_000).contains(&report.measured_ms), "measured_ms {}", report.measured_ms);
+    assert!((5_000..10_000).contains(&report.measured_ms), "measured_ms {}", report.measured_ms);
     assert_eq!(report.command_line[1..3], ["--target".to_owned(), target.clone()]);
 
     let kinds: Vec<OpKind> = report.ops.iter().map(|o| o.op).collect();
@@ -152,7 +152,7 @@ fn a_two_second_mixed_run_against_a_node_reads_back_everything_it_wrote() {
     // Both sides worked for their calls, and the text says how hard.
     let cpu = report.cpu.as_ref().expect("CPU was measured");
     assert_eq!(cpu.server_pids, [node.child.id()]);
-    assert!((1_900..7_000).contains(&cpu.window_ms), "window {} ms", cpu.window_ms);
+    assert!((4_900..10_000).contains(&cpu.window_ms), "window {} ms", cpu.window_ms);
     assert!(cpu.client_cpu_ms.expect("loadgen's CPU") > 0, "{cpu:?}");
     assert!(cpu.server_cpu_ms.expect("the node's CPU") > 0, "{cpu:?}");
     assert!(stdout.contains("CPU in the measured window: loadgen "), "{stdout}");
