@@ -15,13 +15,15 @@ use opticache_proto::v1 as pb;
 const COORDINATOR: &str = env!("CARGO_BIN_EXE_opticache-coordinator");
 
 /// A config naming coordinators at `primary` and `secondary` and three nodes
-/// on ports nobody listens on, plus `extra` lines.
+/// on ports nobody listens on, plus `extra` lines. The nodes' metrics
+/// addresses are explicit: the default (the node's port + 1000) can land on a
+/// coordinator's port drawn here, and the config is then refused for that.
 fn config(dir: &Path, primary: &str, secondary: &str, extra: &str) -> String {
     let nodes = free_ports(3);
     let mut text = format!("coordinator:\n  primary: {primary}\n  secondary: {secondary}\ncache_nodes:\n");
     for (i, port) in nodes.iter().enumerate() {
         text.push_str(&format!(
-            "  - address: 127.0.0.1:{port}\n    disk_path: '{}'\n",
+            "  - address: 127.0.0.1:{port}\n    disk_path: '{}'\n    metrics_address: 127.0.0.1:0\n",
             dir.join(format!("n{i}")).display()
         ));
     }
